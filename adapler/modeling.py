@@ -1,0 +1,279 @@
+"""AdapLeR for sequence classification: BERT + one Contribution Predictor (CP) before every layer.
+
+Before layer ``l`` the CP scores every surviving token; a token is kept iff its score
+``p_j >= delta_l = eta_l / n_l`` (``n_l`` = tokens alive before the decision, [CLS] included).
+[CLS] is never removed. One encoder loop, three paths (``mode=``):
+
+* ``"soft"``   training path: the sharpness-annealed soft removal of method doc 3.3-3.4, applied as a
+               cumulative log-mask on the attention logits of keys;
+* ``"masked"`` exact hard decisions applied as an attention bias (no compute saved; metric reference);
+* ``"drop"``   removed tokens are physically gathered out between layers, per example, re-padded to the
+               batch's longest survivor list (batch size 1 is the special case with no padding).
+
+``masked`` and ``drop`` give the same logits (up to float error) on any batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.models.bert.modeling_bert import BertModel
+from transformers.utils import ModelOutput
+
+from .config import AdapLeRConfig
+
+NEG = -10000.0  # additive bias of a removed/padded key, as in the reference (fp32 math throughout)
+MODES = ("soft", "masked", "drop")
+
+
+@dataclass
+class AdapLeROutput(ModelOutput):
+    """Outputs of every path; per-layer tensors are in ORIGINAL token positions.
+
+    loss:          (,) cross-entropy when ``labels`` are given.
+    logits:        (B, C).
+    cp_scores:     (B, layers, L) CP probability of each token before layer l (0 on removed/padding).
+    keep_masks:    (B, layers, L) bool, token processed by layer l ([CLS] always True, padding False).
+    soft_masks:    (B, layers, L) float cumulative soft keep-mask (``soft`` path; hard paths: 0/1).
+    layer_lengths: (B, layers) float, tokens processed by layer l; differentiable in ``soft``.
+    thresholds:    (B, layers) delta_l used by each decision.
+    attentions:    tuple of (B, H, L', L') per layer when asked (``masked``: L' = L).
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    cp_scores: torch.Tensor | None = None
+    keep_masks: torch.Tensor | None = None
+    soft_masks: torch.Tensor | None = None
+    layer_lengths: torch.Tensor | None = None
+    thresholds: torch.Tensor | None = None
+    attentions: tuple | None = None
+
+
+class ContributionPredictor(nn.Module):
+    """Per-token score ``hidden -> cp_hidden -> 1`` with the model's activation (GELU)."""
+
+    def __init__(self, config: AdapLeRConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.cp_hidden_size)
+        self.act = nn.GELU()
+        self.out = nn.Linear(config.cp_hidden_size, 1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, L, H) -> (B, L)
+        return self.out(self.act(self.dense(hidden))).squeeze(-1)
+
+
+def masked_softmax(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``softmax(z) * u / sum`` (= ``softmax(z + log u)``): a distribution over weighted survivors.
+
+    logits, weights: (B, L); weights are 0 on removed/padding, fractional in the soft path.
+    """
+    e = torch.softmax(logits.float(), dim=-1) * weights
+    return e / (e.sum(-1, keepdim=True) + 1e-15)
+
+
+def soft_removal(x: torch.Tensor, delta: torch.Tensor, sharpness: float, beta: float = 0.1) -> torch.Tensor:
+    """Log keep-mask ``S(x)`` of method doc 3.3, in [-10000, 0], continuous at ``x = delta``.
+
+    Above the threshold ``exp(S)`` stays in ``[exp(-beta/lambda), 1]`` (a small slope, so ``eta`` gets
+    gradient); below it decays like ``exp(-lambda * (delta - x) / delta)``. x: (B, L); delta: (B, 1).
+    """
+    steep = sharpness * (x - delta) / delta - beta / sharpness
+    shallow = beta * (x - 1) / (sharpness * (1 - delta).clamp_min(1e-6))
+    return torch.minimum(torch.minimum(steep, shallow), torch.zeros_like(x)).clamp(NEG, 0.0)
+
+
+class AdapLeRPreTrainedModel(PreTrainedModel):
+    config_class = AdapLeRConfig
+    base_model_prefix = "bert"
+    _supports_sdpa = True
+    _keys_to_ignore_on_load_unexpected = [r"^cls\."]  # MLM heads of pre-training checkpoints
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            module.weight.normal_(0.0, std)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.normal_(0.0, std)
+            if module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+        elif isinstance(module, AdapLeRForSequenceClassification):
+            module.eta.fill_(self.config.eta_init)
+            if module.theta is not None:
+                module.theta.fill_(1.0)
+        if hasattr(module, "position_ids") and hasattr(module, "token_type_ids"):  # BertEmbeddings buffers
+            module.position_ids.copy_(torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+            module.token_type_ids.zero_()
+
+
+class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
+    """BERT classifier whose sequence shrinks layer by layer. See the module docstring."""
+
+    def __init__(self, config: AdapLeRConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=True)
+        self.dropout = nn.Dropout(config.classifier_dropout if config.classifier_dropout is not None
+                                  else config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        n = config.num_hidden_layers
+        self.cps = nn.ModuleList(ContributionPredictor(config) for _ in range(n))
+        self.eta = nn.Parameter(torch.full((n,), float(config.eta_init)))  # learned by its own optimiser
+        # [CLS] share of the KL targets for layers 1..n-1 (method doc 4.3); None when the flag is off
+        self.theta = nn.Parameter(torch.ones(n - 1)) if config.cls_share and n > 1 else None
+        self.post_init()
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_hidden_layers
+
+    def effective_eta(self, threshold_scale: float = 1.0, thresholds=None) -> torch.Tensor:
+        """Per-layer ``eta`` used at inference: learned (or ``thresholds`` override) x scale."""
+        eta = self.eta if thresholds is None else torch.as_tensor(thresholds, dtype=torch.float32,
+                                                                   device=self.eta.device)
+        if eta.shape != (self.num_layers,):
+            raise ValueError(f"thresholds must have {self.num_layers} values, got {tuple(eta.shape)}")
+        return eta.float() * threshold_scale
+
+    @contextlib.contextmanager
+    def _eager_attention(self, enabled: bool):
+        """Attention probabilities need the eager kernel (SDPA returns none)."""
+        old = self.config._attn_implementation
+        if enabled:
+            self.config._attn_implementation = "eager"
+        try:
+            yield
+        finally:
+            self.config._attn_implementation = old
+
+    def _run_layer(self, l: int, hidden: torch.Tensor, key_bias: torch.Tensor, attn_store: list | None):
+        """One BertLayer with an additive key bias (B, L) -> (B, 1, 1, L)."""
+        layer = self.bert.encoder.layer[l]
+        mask = key_bias[:, None, None, :].to(hidden.dtype)
+        if attn_store is None:
+            return layer(hidden, attention_mask=mask)
+        handle = layer.attention.self.register_forward_hook(lambda m, i, o: attn_store.append(o[1]))
+        try:
+            return layer(hidden, attention_mask=mask)
+        finally:
+            handle.remove()
+
+    def _classify(self, hidden: torch.Tensor) -> torch.Tensor:
+        pooled = self.bert.pooler(hidden)  # reads position 0 = [CLS]
+        return self.classifier(self.dropout(pooled))
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
+                mode: str = "drop", threshold_scale: float = 1.0, thresholds=None,
+                sharpness: float | None = None, cls_probe: torch.Tensor | None = None,
+                output_attentions: bool = False, return_dict: bool = True, **unused) -> AdapLeROutput:
+        """Classify, dropping tokens layer by layer.
+
+        Args:
+            input_ids, attention_mask, token_type_ids: (B, L), right padding.
+            labels: (B,) class ids; adds ``loss`` (cross-entropy).
+            mode: ``"drop"`` (default, really faster), ``"masked"`` or ``"soft"`` (training).
+            threshold_scale: multiplies every ``eta_l``; 0 keeps every token (the unpruned model).
+            thresholds: per-layer ``eta`` overriding the learned ones (list or tensor of ``layers``).
+            sharpness: lambda of the ``soft`` path (default 1e20 = exact hard step).
+            cls_probe: (layers-1,) [CLS] rescale before the threshold test (training-only gradient
+                probe of method doc 4.3); None = identity.
+            output_attentions: also return per-layer attention probabilities (eager kernel).
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        eta = self.effective_eta(threshold_scale, thresholds) if mode != "soft" else self.eta.float()
+        with self._eager_attention(output_attentions):
+            hidden = self.bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)  # (B, L, H)
+            run = self._forward_drop if mode == "drop" else self._forward_masked
+            kwargs = {"sharpness": sharpness if mode == "soft" else None}
+            logits, record = run(hidden, attention_mask, eta, cls_probe, output_attentions, **kwargs)
+        loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
+        return AdapLeROutput(loss=loss, logits=logits, **record)
+
+    def _probe(self, p: torch.Tensor, l: int, cls_probe) -> torch.Tensor:
+        """[CLS] entry x max(0.001, probe[l-1]) and renormalise (identity when probe is None)."""
+        if cls_probe is None or l == 0:
+            return p
+        rest = torch.ones(p.shape[-1] - 1, device=p.device)
+        p = p * torch.cat([cls_probe[l - 1].clamp_min(1e-3).float().reshape(1), rest])
+        return p / (p.sum(-1, keepdim=True) + 1e-15)
+
+    def _forward_masked(self, hidden, attention_mask, eta, cls_probe, output_attentions, sharpness=None):
+        """``soft`` (sharpness given) and ``masked`` (hard) on the full padded batch."""
+        B, L = attention_mask.shape
+        real = attention_mask.float()
+        m = real.clone()
+        m[:, 0] = 0.0  # cumulative keep-mask; [CLS] excluded so it can never be removed
+        key_bias = (1.0 - real) * NEG  # (B, L)
+        is_cls = torch.zeros(B, L, dtype=torch.bool, device=hidden.device)
+        is_cls[:, 0] = True
+        scores, keeps, softs, lengths, deltas, attns = [], [], [], [], [], [] if output_attentions else None
+        for l in range(self.num_layers):
+            u = torch.where(is_cls, torch.ones_like(m), m)
+            p = masked_softmax(self.cps[l](hidden), u)  # (B, L)
+            p_test = self._probe(p, l, cls_probe)
+            delta = (eta[l] / (m.sum(-1) + 1.0)).unsqueeze(-1)  # (B, 1)
+            if sharpness is not None:  # soft path (method doc 3.4)
+                e = soft_removal(p_test, delta, sharpness, self.config.soft_beta) * m
+                m = torch.where(m > 1e-6, m * torch.exp(e), m)
+                key_bias = (key_bias + e).clamp_min(NEG)
+            else:  # exact hard decision
+                m = m * (p_test >= delta).float()
+                key_bias = torch.where((m > 0) | is_cls & (real > 0), 0.0, NEG)
+            scores.append(p)
+            softs.append(torch.where(is_cls, real, m))
+            keeps.append((m > 0.5) | (is_cls & (real > 0)))
+            lengths.append(m.sum(-1) + 1.0)
+            deltas.append(delta.squeeze(-1))
+            hidden = self._run_layer(l, hidden, key_bias, attns)
+        record = {"cp_scores": torch.stack(scores, 1), "keep_masks": torch.stack(keeps, 1),
+                  "soft_masks": torch.stack(softs, 1), "layer_lengths": torch.stack(lengths, 1),
+                  "thresholds": torch.stack(deltas, 1), "attentions": tuple(attns) if attns else None}
+        return self._classify(hidden), record
+
+    def _forward_drop(self, hidden, attention_mask, eta, cls_probe, output_attentions, sharpness=None):
+        """Hard decisions with removed tokens gathered out after every CP."""
+        B, L = attention_mask.shape
+        device = hidden.device
+        pos = torch.arange(L, device=device).expand(B, L)  # original position of each slot
+        alive = attention_mask.bool()  # (B, L') slots holding a live token
+        shape = (B, self.num_layers, L)
+        cp_scores = torch.zeros(shape, device=device)
+        keep_masks = torch.zeros(shape, dtype=torch.bool, device=device)
+        lengths = torch.zeros(B, self.num_layers, device=device)
+        deltas = torch.zeros(B, self.num_layers, device=device)
+        attns = [] if output_attentions else None
+        rows = torch.arange(B, device=device)[:, None]
+        for l in range(self.num_layers):
+            is_cls = pos == 0
+            p = masked_softmax(self.cps[l](hidden), alive.float())  # (B, L')
+            n = alive.sum(-1, keepdim=True).float()  # survivors incl. [CLS]
+            delta = eta[l] / n
+            keep = alive & ((self._probe(p, l, cls_probe) >= delta) | is_cls)
+            # compact: kept slots first (stable, so original order is preserved), then cut
+            order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+            width = int(keep.sum(-1).max())
+            order = order[:, :width]
+            cp_scores[rows, l, pos] = torch.where(alive, p, 0.0)
+            keep_masks[rows, l, pos] = keep
+            lengths[:, l] = keep.sum(-1)
+            deltas[:, l] = delta.squeeze(-1)
+            hidden, pos, alive = hidden[rows, order], pos[rows, order], keep[rows, order]
+            hidden = self._run_layer(l, hidden, torch.where(alive, 0.0, NEG), attns)
+        record = {"cp_scores": cp_scores, "keep_masks": keep_masks, "soft_masks": keep_masks.float(),
+                  "layer_lengths": lengths, "thresholds": deltas,
+                  "attentions": tuple(attns) if attns else None}
+        return self._classify(hidden), record

