@@ -45,13 +45,59 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("finetune", help="fine-tune a plain BERT classifier (pipeline step 1)")
     _add_dataclass_args(p, training.FinetuneArgs, {**COMMON_HELP, "base_model": "BERT checkpoint folder or Hub id (default: embedded all-MiniLM-L6-v2)"})
+    p = sub.add_parser("saliency", help="gradient x input saliency file, keyed by example id (step 2)")
+    p.add_argument("--model", nargs="+", required=True, help="fine-tuned model folder(s); several are averaged")
+    p.add_argument("--task", required=True, help=COMMON_HELP["task"])
+    p.add_argument("--split", default="train")
+    p.add_argument("--output", required=True, help="saliency file to write (safetensors)")
+    p.add_argument("--data-dir", default=None, help=COMMON_HELP["data_dir"])
+    p.add_argument("--limit", type=int, default=None, help="first N examples only")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--target", default="gold", choices=["gold", "predicted"], help="class whose logit is explained")
+    p = sub.add_parser("train", help="train AdapLeR: CPs, thresholds and BERT (step 3)")
+    _add_dataclass_args(p, training.TrainArgs, {**COMMON_HELP,
+        "init_model": "fine-tuned model folder to start from", "saliency": "saliency file of the training split",
+        "gamma": "weight of the CP KL loss (default: per task)", "phi": "weight of the length loss (default: per task)",
+        "cp_lr": "learning rate of the Contribution Predictors", "eta_lr": "learning rate of the thresholds",
+        "max_drop": "model selection: fastest epoch with val accuracy >= baseline - MAX_DROP"})
+    p = sub.add_parser("evaluate", help="accuracy, FLOPs speedup, tokens per layer and wall-clock (JSON report)")
+    p.add_argument("--model", required=True, help="AdapLeR model folder")
+    p.add_argument("--task", required=True, help=COMMON_HELP["task"])
+    p.add_argument("--split", default="val")
+    p.add_argument("--data-dir", default=None, help=COMMON_HELP["data_dir"])
+    p.add_argument("--limit", type=int, default=None, help="first N examples only")
+    p.add_argument("--baseline", default=None, help="fine-tuned baseline folder (accuracy and timing); "
+                   "default: the same weights without CPs")
+    p.add_argument("--threshold-scale", type=float, default=1.0, help="multiply learned thresholds")
+    p.add_argument("--timing-examples", type=int, default=256, help="examples timed per batch size (0 = no timing)")
+    p.add_argument("--attention-baseline", action=argparse.BooleanOptionalAction, default=True,
+                   help="also report attention top-k pruning at the same FLOPs")
+    p.add_argument("--json", default=None, help="also write the report to this file")
     args = parser.parse_args(argv)
     try:
         if args.command == "finetune":
             kwargs = {k: v for k, v in vars(args).items() if k != "command"}
             result = training.finetune(training.FinetuneArgs(**kwargs))
             print(json.dumps(result.get("best", result), indent=2))
-    except D.DataError as err:
+        elif args.command == "saliency":
+            print(json.dumps(training.extract_saliency(args.model, args.task, args.split, args.output,
+                                                       args.data_dir, args.limit, args.batch_size, args.target)))
+        elif args.command == "train":
+            kwargs = {k: v for k, v in vars(args).items() if k != "command"}
+            result = training.train_adapler(training.TrainArgs(**kwargs))
+            print(json.dumps({k: v for k, v in result.items() if k != "args"}, indent=2))
+        elif args.command == "evaluate":
+            from .evaluation import evaluate_command
+
+            report = evaluate_command(args.model, args.task, args.split, args.data_dir, args.limit,
+                                      args.baseline, args.threshold_scale, args.timing_examples,
+                                      args.attention_baseline)
+            text = json.dumps(report, indent=2)
+            print(text)
+            if args.json:
+                with open(args.json, "w") as fh:
+                    fh.write(text + "\n")
+    except (D.DataError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -208,6 +208,11 @@ def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
         ids[i, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
         mask[i, : len(f["input_ids"])] = 1
     batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    if "saliency" in features[0]:
+        sal = torch.zeros((len(features), longest))
+        for i, f in enumerate(features):
+            sal[i, : len(f["saliency"])] = torch.as_tensor(f["saliency"], dtype=torch.float32)
+        batch["saliency"] = sal
     if "label" in features[0]:
         batch["labels"] = torch.tensor([f["label"] for f in features])
     return batch

@@ -275,3 +275,198 @@ def finetune(args: FinetuneArgs) -> dict:
                    "args": asdict(args), "base_model": base}
         (out_dir / "finetune_log.json").write_text(json.dumps(summary, indent=2))
     return {"history": loop.state.history, "best": best}
+
+
+# ---------------------------------------------------------------- saliency files
+
+def saliency_key(feature: dict) -> str:
+    return f"{feature['id']}#{feature['window']}"
+
+
+def extract_saliency(model_paths: list[str], task: str, split: str, output: str, data_dir=None,
+                     limit=None, batch_size: int = 64, target: str = "gold") -> dict:
+    """Gradient x input of each model, averaged (method doc 5), saved keyed by example id + window."""
+    from safetensors.torch import save_file
+
+    from .saliency import gradient_x_input
+
+    if target not in ("gold", "predicted"):
+        raise D.DataError("--target must be 'gold' or 'predicted'")
+    tokenizer = AutoTokenizer.from_pretrained(model_paths[0])
+    features = load_features(task, split, tokenizer, data_dir, limit)
+    lengths = [len(f["input_ids"]) for f in features]
+    total: dict[str, torch.Tensor] = {}
+    for path in model_paths:
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+        batches = D.length_grouped_batches(lengths, batch_size, seed=None)
+        for idx in tqdm(batches, desc=f"saliency {Path(path).name}", mininterval=5):
+            feats = [features[i] for i in idx]
+            batch = D.collate(feats)
+            targets = batch["labels"] if target == "gold" else None
+            sal = gradient_x_input(model, batch["input_ids"], batch["attention_mask"],
+                                   batch["token_type_ids"], targets)
+            for f, row in zip(feats, sal):
+                key = saliency_key(f)
+                row = row[: len(f["input_ids"])] / len(model_paths)
+                total[key] = total[key] + row if key in total else row.clone()
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in total.items()}, output,
+              metadata={"task": task, "split": split, "target": target, "models": ",".join(model_paths)})
+    return {"examples": len(features), "file": output}
+
+
+def load_saliency(path: str, features: list[dict]) -> None:
+    """Attach saliency rows to features by id (order never matters); errors name what is missing."""
+    from safetensors.torch import load_file
+
+    if not Path(path).exists():
+        raise D.DataError(f"saliency file {path} does not exist (run `python -m adapler saliency` first)")
+    table = load_file(path)
+    missing = [saliency_key(f) for f in features if saliency_key(f) not in table]
+    if missing:
+        raise D.DataError(f"{path} has no saliency for {len(missing)} examples (first: {missing[0]}); "
+                          "was it made for this task, split and max length?")
+    for f in features:
+        row = table[saliency_key(f)]
+        if len(row) != len(f["input_ids"]):
+            raise D.DataError(f"{path}: saliency of {saliency_key(f)} has {len(row)} tokens, "
+                              f"the input has {len(f['input_ids'])} (tokenizer or max length differ)")
+        f["saliency"] = row
+
+
+# ---------------------------------------------------------------- AdapLeR training
+
+@dataclass
+class TrainArgs:
+    task: str
+    output_dir: str
+    init_model: str  # fine-tuned BERT classifier (or an AdapLeR checkpoint) to start from
+    saliency: str  # file from `python -m adapler saliency` on the training split
+    data_dir: str | None = None
+    run_dir: str | None = None
+    epochs: int = 3
+    lr: float = 3e-5
+    cp_lr: float = 1e-3  # CPs start from scratch: a larger rate than BERT's (method doc 13)
+    eta_lr: float = 5e-4
+    gamma: float | None = None  # None = task default (adapler.data.TASKS)
+    phi: float | None = None
+    batch_size: int = 32
+    max_length: int | None = None
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    seed: int = 42
+    limit: int | None = None
+    eval_limit: int | None = None
+    max_drop: float = 0.01  # selection: fastest epoch whose val accuracy >= baseline - max_drop
+    bf16: bool | None = None
+    checkpoint_minutes: float = 10.0
+    stop_after_steps: int | None = None
+
+
+class _AdapLeRLoop(_Loop):
+    def __init__(self, args: TrainArgs, acc, model, optimizers, schedulers, features, dev, run_dir,
+                 baseline_accuracy):
+        super().__init__(acc, run_dir, features, args.batch_size, args.seed, args.epochs,
+                         args.checkpoint_minutes, args.stop_after_steps)
+        self.args, self.model, self.dev = args, model, dev
+        (self.main_opt, self.eta_opt), (self.main_sched, self.eta_sched) = optimizers, schedulers
+        self.baseline_accuracy = baseline_accuracy
+        spec = D.get_task(args.task)
+        self.gamma = spec.gamma if args.gamma is None else args.gamma
+        self.phi = spec.phi if args.phi is None else args.phi
+
+    def train_step(self, batch, epoch):
+        from .losses import cp_kl_loss, sharpness_for_epoch
+
+        raw = self.acc.unwrap_model(self.model)
+        lam = 1000.0 if self.state.global_step == 0 else sharpness_for_epoch(epoch, self.args.epochs)
+        labels, sal = batch.pop("labels"), batch.pop("saliency")
+        probe = torch.ones_like(raw.theta, requires_grad=True) if raw.theta is not None else None
+        self.model.train()
+        with self.acc.autocast():
+            out = self.model(**batch, mode="soft", sharpness=lam, cls_probe=probe)
+        ce = torch.nn.functional.cross_entropy(out.logits.float(), labels)
+        length = out.layer_lengths.sum(1).mean()
+        # eta (and the [CLS]-share probe) learn from CE + phi * length only (method doc 4.3)
+        leaves = [raw.eta] + ([probe] if probe is not None else [])
+        grads = torch.autograd.grad(ce + self.phi * length, leaves, retain_graph=True)
+        theta = raw.theta.detach() if raw.theta is not None else None
+        kl = cp_kl_loss(out.cp_scores, sal, batch["attention_mask"], raw.eta.detach(), lam, theta,
+                        raw.config.soft_beta)
+        self.acc.backward(ce + self.gamma * kl)
+        raw.eta.grad = grads[0]
+        if probe is not None:
+            raw.theta.grad = grads[1] / (raw.theta.detach() + 1e-7)
+        main_params = [p for n, p in raw.named_parameters() if n not in ("eta", "theta")]
+        self.acc.clip_grad_norm_(main_params, 1.0)
+        torch.nn.utils.clip_grad_norm_([p for p in (raw.eta, raw.theta) if p is not None], 1.0)
+        for opt, sched in ((self.main_opt, self.main_sched), (self.eta_opt, self.eta_sched)):
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            raw.eta.clamp_(0.01, 1.0)
+        return ce.item()
+
+    def end_epoch(self, epoch):
+        from .evaluation import evaluate_features
+
+        raw = self.acc.unwrap_model(self.model)
+        report = evaluate_features(raw, self.dev, timing=False)
+        if self.acc.is_main_process:
+            raw.save_pretrained(self.run_dir / f"epoch-{epoch + 1}")
+        return {"val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"],
+                "val_speedup": report["speedup_corrected"], "val_speedup_parity": report["speedup_parity"],
+                "eta": [round(float(x), 4) for x in raw.eta]}
+
+
+def _select_epoch(history: list[dict], baseline_accuracy: float, max_drop: float) -> tuple[dict, bool]:
+    """Method doc 4.5: the fastest epoch within ``max_drop`` of the baseline; else the most accurate."""
+    ok = [r for r in history if r["val_accuracy"] >= baseline_accuracy - max_drop]
+    if ok:
+        return max(ok, key=lambda r: r["val_speedup"]), True
+    return max(history, key=lambda r: r["val_accuracy"]), False
+
+
+def train_adapler(args: TrainArgs) -> dict:
+    """Train CPs and thresholds (and fine-tune BERT) with CE + gamma*KL and the phi*length objective."""
+    from .evaluation import evaluate_features
+    from .modeling import AdapLeRForSequenceClassification
+
+    set_seed(args.seed)
+    out_dir = Path(args.output_dir)
+    run_dir = Path(args.run_dir) if args.run_dir else out_dir / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    acc = Accelerator(mixed_precision="bf16" if _use_bf16(args.bf16) else "no")
+    tokenizer = AutoTokenizer.from_pretrained(args.init_model)
+    features = load_features(args.task, "train", tokenizer, args.data_dir, args.limit, args.max_length)
+    load_saliency(args.saliency, features)
+    dev = load_features(args.task, "val", tokenizer, args.data_dir, args.eval_limit, args.max_length)
+    model = AdapLeRForSequenceClassification.from_pretrained(args.init_model)
+    baseline = evaluate_features(model, dev, timing=False, threshold_scale=0.0)["accuracy"]
+    acc.print(json.dumps({"baseline_val_accuracy": baseline}))
+    named = [(n, p) for n, p in model.named_parameters() if n not in ("eta", "theta")]
+    bert_params = [(n, p) for n, p in named if not n.startswith("cps.")]
+    cp_params = [p for n, p in named if n.startswith("cps.")]
+    main_opt = _adamw(bert_params, args.lr, args.weight_decay, eps=1e-12)
+    main_opt.add_param_group({"params": cp_params, "lr": args.cp_lr, "weight_decay": args.weight_decay})
+    eta_params = [model.eta] + ([model.theta] if model.theta is not None else [])
+    eta_opt = torch.optim.Adam(eta_params, lr=args.eta_lr, eps=1e-12)
+    steps = math.ceil(len(D.length_grouped_batches([0] * len(features), args.batch_size, None))
+                      / acc.num_processes) * args.epochs
+    scheds = [get_linear_schedule_with_warmup(o, int(args.warmup * steps), steps) for o in (main_opt, eta_opt)]
+    model, main_opt, eta_opt, *scheds = acc.prepare(model, main_opt, eta_opt, *scheds)
+    loop = _AdapLeRLoop(args, acc, model, (main_opt, eta_opt), scheds, features, dev, run_dir, baseline)
+    loop.try_resume()
+    if not loop.run():
+        return {"interrupted": True, "history": loop.state.history}
+    chosen, met = _select_epoch(loop.state.history, baseline, args.max_drop)
+    summary = {"task": args.task, "baseline_val_accuracy": baseline, "selected_epoch": chosen["epoch"],
+               "selection_constraint_met": met, "history": loop.state.history, "args": asdict(args),
+               "gamma": loop.gamma, "phi": loop.phi}
+    if acc.is_main_process:
+        best = AdapLeRForSequenceClassification.from_pretrained(run_dir / f"epoch-{chosen['epoch']}")
+        best.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        (out_dir / "train_log.json").write_text(json.dumps(summary, indent=2))
+    return summary

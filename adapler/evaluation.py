@@ -1,0 +1,120 @@
+"""Accuracy, FLOPs speedup, tokens kept per layer and measured wall-clock of ``drop`` vs the baseline."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from . import data as D
+from .flops import flops_per_example, speedup
+from .training import example_accuracy
+
+
+@torch.no_grad()
+def run_hard(model, features, batch_size=32, mode="masked", threshold_scale=1.0, thresholds=None):
+    """Hard-decision inference over features; per feature: logits, layer lengths, CP scores (trimmed)."""
+    model.eval()
+    lengths = [len(f["input_ids"]) for f in features]
+    logits = torch.zeros(len(features), model.config.num_labels)
+    layer_lengths = torch.zeros(len(features), model.config.num_hidden_layers)
+    cp_scores: list = [None] * len(features)
+    for idx in D.length_grouped_batches(lengths, batch_size, seed=None):
+        batch = D.collate([features[i] for i in idx])
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    token_type_ids=batch["token_type_ids"], mode=mode, threshold_scale=threshold_scale,
+                    thresholds=thresholds)
+        logits[idx] = out.logits.float()
+        layer_lengths[idx] = out.layer_lengths.float()
+        for row, i in enumerate(idx):
+            cp_scores[i] = out.cp_scores[row, :, : lengths[i]]
+    return logits, layer_lengths, cp_scores
+
+
+def plain_bert_copy(model) -> BertForSequenceClassification:
+    """The same BERT weights without CPs: the unpruned baseline for wall-clock comparisons."""
+    cfg = BertConfig(**{k: v for k, v in model.config.to_dict().items()
+                        if k not in ("model_type", "architectures")})
+    bert = BertForSequenceClassification(cfg).eval()
+    missing, _ = bert.load_state_dict(model.state_dict(), strict=False)
+    assert not missing, f"baseline copy is missing weights: {missing}"
+    return bert
+
+
+def _time(fn, batches, repeats: int) -> float:
+    """Median over repeats of the total seconds to run ``fn`` on every batch."""
+    fn(batches[0])  # warm-up
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for b in batches:
+            fn(b)
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs)
+
+
+@torch.no_grad()
+def wall_clock(model, baseline, features, batch_size: int, max_examples: int = 256, repeats: int = 3,
+               threshold_scale: float = 1.0) -> dict:
+    """Measured seconds of ``drop`` vs the unpruned baseline on the same batches, side by side."""
+    feats = features[:max_examples]
+    lengths = [len(f["input_ids"]) for f in feats]
+    batches = [D.collate([feats[i] for i in idx])
+               for idx in D.length_grouped_batches(lengths, batch_size, seed=None)]
+    for b in batches:
+        b.pop("labels", None)
+    t_drop = _time(lambda b: model(**b, mode="drop", threshold_scale=threshold_scale), batches, repeats)
+    t_base = _time(lambda b: baseline(**b), batches, repeats)
+    return {"batch_size": batch_size, "examples": len(feats), "adapler_ms_per_example": 1000 * t_drop / len(feats),
+            "baseline_ms_per_example": 1000 * t_base / len(feats), "speedup": t_base / t_drop}
+
+
+def evaluate_features(model, features, timing: bool = True, threshold_scale: float = 1.0,
+                      baseline=None, batch_size: int = 32, timing_examples: int = 256) -> dict:
+    """Everything ``python -m adapler evaluate`` reports, for already tokenised features."""
+    logits, layer_lengths, cp_scores = run_hard(model, features, batch_size, threshold_scale=threshold_scale)
+    report = example_accuracy(features, logits)
+    preds = logits.argmax(-1).tolist()
+    eta = model.effective_eta(threshold_scale).tolist()
+    fl = flops_per_example([len(f["input_ids"]) for f in features], layer_lengths.tolist(), model.config,
+                           cp_scores=cp_scores, eta=eta, predictions=preds)
+    report.update({
+        "speedup_corrected": round(speedup(fl["corrected_base"], fl["corrected_adapler"]), 4),
+        "speedup_parity": round(speedup(fl["parity_base"], fl["parity_adapler"]), 4),
+        "mean_input_tokens": round(statistics.fmean(len(f["input_ids"]) for f in features), 2),
+        "mean_tokens_per_layer": [round(x, 2) for x in layer_lengths.mean(0).tolist()],
+        "features": len(features),
+    })
+    if timing:
+        base = baseline if baseline is not None else plain_bert_copy(model)
+        report["wall_clock"] = [wall_clock(model, base, features, bs, timing_examples, threshold_scale=threshold_scale)
+                                for bs in (1, 32)]
+    return report
+
+
+def evaluate_command(model_path, task, split, data_dir=None, limit=None, baseline_path=None,
+                     threshold_scale=1.0, timing_examples=256, attention_baseline=True) -> dict:
+    """``python -m adapler evaluate``: one JSON report for a model on one split."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .modeling import AdapLeRForSequenceClassification
+    from .training import load_features, predict_logits
+
+    model = AdapLeRForSequenceClassification.from_pretrained(model_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    features = load_features(task, split, tokenizer, data_dir, limit)
+    baseline = AutoModelForSequenceClassification.from_pretrained(baseline_path).eval() if baseline_path else None
+    report = {"model": str(model_path), "task": task, "split": split}
+    report["adapler"] = evaluate_features(model, features, timing=timing_examples > 0,
+                                          threshold_scale=threshold_scale, baseline=baseline,
+                                          timing_examples=timing_examples)
+    base = baseline if baseline is not None else plain_bert_copy(model)
+    report["baseline"] = example_accuracy(features, predict_logits(base, features))
+    report["baseline"]["source"] = baseline_path or "same weights, no pruning"
+    if attention_baseline:
+        from .attention import attention_topk_at_flops
+
+        report["attention_topk"] = attention_topk_at_flops(model, features, report["adapler"])
+    return report
