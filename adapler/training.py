@@ -417,7 +417,7 @@ class _AdapLeRLoop(_Loop):
             raw.save_pretrained(self.run_dir / f"epoch-{epoch + 1}")
         return {"val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"],
                 "val_speedup": report["speedup_corrected"], "val_speedup_parity": report["speedup_parity"],
-                "eta": [round(float(x), 4) for x in raw.eta]}
+                "eta": [round(float(x), 4) for x in raw.eta.detach()]}
 
 
 def _select_epoch(history: list[dict], baseline_accuracy: float, max_drop: float) -> tuple[dict, bool]:

@@ -1,0 +1,103 @@
+"""The four commands end to end on a few dozen real examples with a tiny model, and resume."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from adapler import AdapLeRForSequenceClassification
+from adapler import data as D
+from adapler.__main__ import main
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, tiny_bert_dir, data_dir):
+    out = tmp_path_factory.mktemp("pipeline")
+    common = ["--task", "sst2", "--data-dir", str(data_dir)]
+    assert main(["finetune", *common, "--base-model", str(tiny_bert_dir), "--output-dir", str(out / "ft"),
+                 "--limit", "48", "--eval-limit", "24", "--epochs", "2", "--batch-size", "16"]) == 0
+    assert main(["saliency", *common, "--model", str(out / "ft"), "--output", str(out / "sal.safetensors"),
+                 "--limit", "48"]) == 0
+    train = ["train", *common, "--init-model", str(out / "ft"), "--saliency", str(out / "sal.safetensors"),
+             "--limit", "48", "--eval-limit", "24", "--epochs", "2", "--batch-size", "16", "--seed", "7"]
+    assert main([*train, "--output-dir", str(out / "adapler")]) == 0
+    assert main(["evaluate", *common, "--model", str(out / "adapler"), "--split", "val", "--limit", "24",
+                 "--timing-examples", "8", "--json", str(out / "eval.json")]) == 0
+    return out, train
+
+
+def test_finetune_writes_model_and_log(pipeline):
+    out, _ = pipeline
+    log = json.loads((out / "ft" / "finetune_log.json").read_text())
+    assert [r["epoch"] for r in log["history"]] == [1, 2]
+    assert (out / "ft" / "model.safetensors").exists() and (out / "ft" / "tokenizer.json").exists()
+
+
+def test_saliency_keyed_by_id(pipeline, data_dir):
+    out, _ = pipeline
+    table = load_file(out / "sal.safetensors")
+    examples = D.load_examples("sst2", "train", data_dir, limit=48)
+    assert set(table) == {f"{ex['id']}#0" for ex in examples}
+    assert all((row >= 0).all() and row.sum() > 0 for row in table.values())
+
+
+def test_train_log_and_selection(pipeline):
+    out, _ = pipeline
+    log = json.loads((out / "adapler" / "train_log.json").read_text())
+    assert len(log["history"]) == 2 and log["selected_epoch"] in (1, 2)
+    for record in log["history"]:
+        assert {"val_accuracy", "val_speedup", "val_speedup_parity", "eta"} <= set(record)
+        assert all(0.01 <= e <= 1.0 for e in record["eta"])
+    model = AdapLeRForSequenceClassification.from_pretrained(out / "adapler")
+    assert model.config.model_type == "adapler"
+
+
+def test_evaluate_report(pipeline):
+    out, _ = pipeline
+    report = json.loads((out / "eval.json").read_text())
+    a = report["adapler"]
+    assert a["examples"] == 24 and 0 <= a["accuracy"] <= 1
+    assert len(a["mean_tokens_per_layer"]) == 2 and a["speedup_corrected"] > 0 and a["speedup_parity"] > 0
+    assert [w["batch_size"] for w in a["wall_clock"]] == [1, 32]
+    assert "accuracy" in report["baseline"] and "speedup_corrected" in report["attention_topk"]
+
+
+def test_resume_gives_the_same_weights(pipeline, tmp_path):
+    out, train = pipeline
+    interrupted = [*train, "--output-dir", str(tmp_path / "b"), "--run-dir", str(tmp_path / "b-run")]
+    assert main([*interrupted, "--stop-after-steps", "3"]) == 0  # 3 of 6 steps, then "killed"
+    assert not (tmp_path / "b" / "train_log.json").exists()
+    assert main(interrupted) == 0  # same command again resumes from the checkpoint
+    straight = load_file(out / "adapler" / "model.safetensors")
+    resumed = load_file(tmp_path / "b" / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.allclose(straight[key], resumed[key], atol=1e-6), key
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
+    code = main(["finetune", "--task", "sst2", "--data-dir", str(tmp_path / "nope"), "--output-dir", str(tmp_path)])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_malformed_file_names_file_and_line(tmp_path):
+    (tmp_path / "sst2").mkdir()
+    (tmp_path / "sst2" / "train.tsv").write_text("sentence\tlabel\ngood film\t1\nbroken line\n")
+    with pytest.raises(D.DataError, match=r"train.tsv, line 3"):
+        D.load_examples("sst2", "train", tmp_path)
+
+
+def test_local_loaders_read_real_data(data_dir):
+    assert len(D.load_examples("sst2", "val", data_dir)) == 872
+    hx = D.load_examples("hatexplain", "test", data_dir)
+    assert len(hx) == 1924 and {e["label"] for e in hx} == {0, 1, 2}
+    mv = D.load_examples("movies", "test", data_dir)
+    assert len(mv) == 199 and mv[0]["id"].endswith(".txt")
+
+
+def test_windows_cover_long_documents(base_tokenizer):
+    ex = [{"id": "d", "text": "word " * 1200, "label": 1}]
+    feats = D.encode(ex, base_tokenizer, 512, windows=True)
+    assert [len(f["input_ids"]) for f in feats] == [512, 512, 1200 - 2 * 510 + 2]
+    assert sum(len(f["input_ids"]) - 2 for f in feats) == 1200
