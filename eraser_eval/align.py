@@ -100,7 +100,8 @@ class Alignment:
         """
         keep = np.asarray(keep, dtype=np.int64)
         if keep.size == 0:
-            return Alignment([], np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(1, np.int64), self.unk_id)
+            return Alignment([], np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(1, np.int64), self.unk_id,
+                             [] if self.pieces is not None else None)
         counts = self.pieces_per_word[keep]
         starts = self.word_start[keep]
         total = int(counts.sum())

@@ -52,6 +52,7 @@ __all__ = [
     "MethodOutput",
     "RandomMethod",
     "RationaleMethod",
+    "ResultsFileError",
     "SaliencyMethod",
     "class_label_map",
     "get_method",
@@ -164,7 +165,8 @@ class _Cache:
                 try:
                     with open(self.root / f"{name}.pkl", "rb") as fh:
                         data = pickle.load(fh)
-                except Exception:  # a truncated or foreign cache file: recompute
+                except (pickle.UnpicklingError, EOFError, OSError, AttributeError, ImportError, ValueError):
+                    # a truncated or foreign cache file: recompute
                     data = {}
             self.mem[name] = data
         return self.mem[name]
@@ -199,7 +201,7 @@ def model_fingerprint(model, extra: str = "") -> str:
     if cfg is not None:
         try:
             h.update(cfg.to_json_string(use_diff=False).encode())
-        except Exception:
+        except (TypeError, ValueError):
             h.update(repr(cfg).encode())
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
@@ -423,12 +425,8 @@ class Engine:
     def saliency(self, docs: Sequence[DocInput], targets: Sequence[int]) -> list[np.ndarray]:
         """Gradient x input per document piece, for class ``targets[i]`` of document ``i``."""
         docs = list(docs)
-        tagged = [
-            DocInput(d.annotation_id, d.docid, d.alignment, d.gold, d.label, d.query_ids) for d in docs
-        ]
-        key_extra = [f"#t{int(t)}" for t in targets]
         table = self.cache.table("saliency")
-        keys = [_content_key(d.alignment.input_ids, d.query_ids) + k for d, k in zip(tagged, key_extra)]
+        keys = [_content_key(d.alignment.input_ids, d.query_ids) + f"#t{int(t)}" for d, t in zip(docs, targets)]
         todo = [i for i, k in enumerate(keys) if k not in table]
         if todo:
             res = self._saliency([docs[i] for i in todo], [int(targets[i]) for i in todo])
@@ -494,7 +492,7 @@ class Engine:
 def _is_adapler(model) -> bool:
     try:
         from adapler import AdapLeRForSequenceClassification
-    except Exception:  # adapler.modeling not importable: treat as a plain classifier
+    except ImportError:  # adapler.modeling not importable: treat as a plain classifier
         return False
     return isinstance(model, AdapLeRForSequenceClassification)
 
@@ -641,8 +639,12 @@ class ImportMethod(RationaleMethod):
         return outs
 
 
+class ResultsFileError(ValueError):
+    """A malformed ERASER results file; the message names the file and line."""
+
+
 def load_results_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read an ERASER results file; malformed lines raise ``ValueError`` naming file and line."""
+    """Read an ERASER results file; malformed lines raise :class:`ResultsFileError` naming file and line."""
     path = Path(path)
     out, seen = [], {}
     with open(path, encoding="utf-8") as fh:
@@ -652,18 +654,18 @@ def load_results_jsonl(path: str | os.PathLike) -> list[dict]:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+                raise ResultsFileError(f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
             if not isinstance(rec, dict) or not isinstance(rec.get("annotation_id"), str):
-                raise ValueError(f"{path}:{lineno}: a result line needs a string 'annotation_id'")
+                raise ResultsFileError(f"{path}:{lineno}: a result line needs a string 'annotation_id'")
             rats = rec.get("rationales", [])
             if not isinstance(rats, list) or any(not isinstance(r, dict) or "docid" not in r for r in rats):
-                raise ValueError(f"{path}:{lineno}: 'rationales' must be a list of objects with a 'docid'")
+                raise ResultsFileError(f"{path}:{lineno}: 'rationales' must be a list of objects with a 'docid'")
             for r in rats:
                 for h in r.get("hard_rationale_predictions", []) or []:
                     if not isinstance(h, dict) or not all(isinstance(h.get(k), int) for k in ("start_token", "end_token")):
-                        raise ValueError(f"{path}:{lineno}: hard_rationale_predictions need integer start_token/end_token")
+                        raise ResultsFileError(f"{path}:{lineno}: hard_rationale_predictions need integer start_token/end_token")
             if rec["annotation_id"] in seen:
-                raise ValueError(f"{path}:{lineno}: duplicate annotation_id {rec['annotation_id']!r} (line {seen[rec['annotation_id']]})")
+                raise ResultsFileError(f"{path}:{lineno}: duplicate annotation_id {rec['annotation_id']!r} (line {seen[rec['annotation_id']]})")
             seen[rec["annotation_id"]] = lineno
             out.append(rec)
     return out

@@ -20,8 +20,8 @@ Conventions shared with ERASER:
   spans scored as predictions give IOU-F1 0.9911 macro / 0.9903 micro and token F1 1.0).
 * **Soft scores** (:func:`soft_token_scores`): per instance, AUPRC = ``auc(recall, precision)`` of
   sklearn's ``precision_recall_curve``, averaged over **all** instances (an all-negative instance is
-  not skipped; sklearn sets its recall to 1, giving 0.5 when every score ties or is above the
-  positives); average precision and ROC-AUC skip instances whose gold is all 0 or all 1.
+  not skipped; sklearn sets its recall to 1, which always gives it AUPRC 0.5); average precision
+  and ROC-AUC skip instances whose gold is all 0 or all 1.
 * **Comprehensiveness / sufficiency** (:func:`faithfulness`): per instance ``p_full[c] - p_x[c]``
   for the predicted class ``c``, averaged. **AOPC** (:func:`aopc`): the same deltas for every
   (instance, threshold) cell, averaged over all cells, plus per-threshold means.
@@ -121,10 +121,20 @@ def span_prf(gold: Mapping[Key, Iterable[Span]], pred: Mapping[Key, Iterable[Spa
                     {k: {(int(s), int(e)) for s, e in v} for k, v in pred.items()})
 
 
-def _iou(a: Span, b: Span) -> float:
-    ra, rb = set(range(a[0], a[1])), set(range(b[0], b[1]))
-    union = len(ra | rb)
-    return len(ra & rb) / union if union else 0.0
+def _best_iou(pred: Sequence[Span], gold: Sequence[Span]) -> np.ndarray:
+    """For each predicted span, the best token IOU ``|A & B| / |A | B|`` with any gold span (0 when
+    there is no gold span or the union is empty); spans are contiguous, so sizes are arithmetic."""
+    p = np.asarray(pred, dtype=np.int64).reshape(-1, 2)
+    if not len(gold):
+        return np.zeros(len(p))
+    g = np.asarray(gold, dtype=np.int64).reshape(-1, 2)
+    len_p = np.clip(p[:, 1] - p[:, 0], 0, None)
+    len_g = np.clip(g[:, 1] - g[:, 0], 0, None)
+    inter = np.clip(np.minimum(p[:, 1, None], g[None, :, 1]) - np.maximum(p[:, 0, None], g[None, :, 0]), 0, None)
+    inter = np.where((len_p[:, None] > 0) & (len_g[None, :] > 0), inter, 0)
+    union = len_p[:, None] + len_g[None, :] - inter
+    iou = np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
+    return iou.max(axis=1)
 
 
 def iou_f1(
@@ -137,9 +147,8 @@ def iou_f1(
     num_pred = {k: len(v) for k, v in p.items()}
     best: dict[Key, dict[Span, float]] = {}
     for k, spans in p.items():
-        best[k] = {}
-        for sp in spans:  # a duplicated span is one dict entry: one true positive at most
-            best[k][sp] = max((_iou(sp, t) for t in g.get(k, [])), default=0.0)
+        uniq = list(dict.fromkeys(spans))  # a duplicated span is one entry: one true positive at most
+        best[k] = dict(zip(uniq, _best_iou(uniq, g.get(k, [])).tolist()))
     out: dict[float, dict[str, dict]] = {}
     for thr in thresholds:
         tps = {k: sum(1 for v in d.values() if v >= thr) for k, d in best.items()}
@@ -157,7 +166,8 @@ def soft_token_scores(pairs: Iterable[tuple[Sequence[bool], Sequence[float]]]) -
 
     ``pairs``: one ``(gold, scores)`` per instance, equal lengths. See the module doc for skipping.
     """
-    from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
+    import sklearn
+    from sklearn.metrics import auc, precision_recall_curve
 
     auprcs, aps, rocs, n, skipped = [], [], [], 0, 0
     for truth, scores in pairs:
@@ -168,15 +178,16 @@ def soft_token_scores(pairs: Iterable[tuple[Sequence[bool], Sequence[float]]]) -
         if truth.size == 0:
             continue
         n += 1
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), sklearn.config_context(skip_parameter_validation=True):
             warnings.simplefilter("ignore")  # "No positive class found in y_true"
             prec, rec, _ = precision_recall_curve(truth, scores)
-        auprcs.append(auc(rec, prec))
+        auprcs.append(float(auc(rec, prec)))
         if truth.all() or not truth.any():
             skipped += 1
             continue
-        aps.append(average_precision_score(truth, scores))
-        rocs.append(roc_auc_score(truth, scores))
+        # sklearn's average_precision_score on the same curve: sum_n (R_n - R_{n-1}) P_n
+        aps.append(float(-np.sum(np.diff(rec) * prec[:-1])))
+        rocs.append(_roc_auc(truth, scores))
     return {
         "auprc": float(np.mean(auprcs)) if auprcs else 0.0,
         "average_precision": float(np.mean(aps)) if aps else 0.0,
@@ -184,6 +195,19 @@ def soft_token_scores(pairs: Iterable[tuple[Sequence[bool], Sequence[float]]]) -
         "n_instances": n,
         "n_skipped_ap_roc": skipped,
     }
+
+
+def _roc_auc(truth: np.ndarray, scores: np.ndarray) -> float:
+    """ROC-AUC exactly as sklearn's ``roc_auc_score`` (trapezoid over the distinct-threshold ROC
+    points; tied scores form one point). Both classes must be present."""
+    order = np.argsort(scores, kind="mergesort")[::-1]
+    s, y = scores[order], truth[order]
+    idx = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
+    tps = np.cumsum(y)[idx]
+    fps = 1 + idx - tps
+    tpr = np.r_[0, tps] / tps[-1]
+    fpr = np.r_[0, fps] / fps[-1]
+    return float(np.trapezoid(tpr, fpr))
 
 
 def faithfulness(instances: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -234,10 +258,10 @@ def aopc(instances: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
         c = inst["classification"]
         full = inst["classification_scores"][c]
         for t in inst["thresholded_scores"]:
-            for name in cells:
+            for name, store in cells.items():
                 sc = t.get(f"{name}_classification_scores")
                 if sc is not None:
-                    cells[name].setdefault(float(t["threshold"]), []).append(full - sc[c])
+                    store.setdefault(float(t["threshold"]), []).append(full - sc[c])
     out: dict[str, Any] = {"thresholds": thresholds, "n_instances": len(insts)}
     for name, by_t in cells.items():
         if by_t:

@@ -1,0 +1,303 @@
+"""Reports: ``metrics.json``, ``metrics.csv``, ``fpr.csv``, ``report.md``, a self-contained
+``report.html`` (plotly, script inlined, works offline) and ``<method>.results.jsonl`` in ERASER's
+results schema (scoreable by ``rationale_benchmark/metrics.py`` unchanged).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFINITIONS",
+    "fpr_figure",
+    "jsonable",
+    "metric_bars_figure",
+    "read_results_jsonl",
+    "write_report",
+    "write_results_jsonl",
+]
+
+DEFINITIONS = {
+    "token_f1": "Token-level F1 of the hard rationale against the human rationale (ERASER token_prf): micro "
+    "pools all (annotation, token) pairs; macro averages per-annotation F1.",
+    "iou_f1": "ERASER IOU-F1: a predicted span is correct if its best token IOU with a gold span is >= 0.5; "
+    "micro pools spans; macro averages per-annotation P and R, then takes their F1.",
+    "auprc": "Area under the per-document precision-recall curve of the soft scores (sklearn "
+    "precision_recall_curve + auc), averaged over all documents (documents without gold are not skipped); "
+    "average precision and ROC-AUC skip documents whose gold is all 0 or all 1.",
+    "comprehensiveness": "p(predicted class | document) - p(predicted class | document without the hard rationale), "
+    "averaged. Higher = more faithful.",
+    "sufficiency": "p(predicted class | document) - p(predicted class | hard rationale only), averaged. Lower = more "
+    "faithful.",
+    "aopc": "Comprehensiveness / sufficiency averaged over the top 1, 5, 10, 20, 50% of tokens by the method's soft "
+    "scores (all instance x threshold cells).",
+    "fpr": "False positive rate at layer l = FP / (FP + TN): the fraction of non-rationale document tokens the "
+    "method selects. AdapLeR selects the tokens alive at layer l; every other method selects its top-k with k = "
+    "the number of tokens AdapLeR keeps at that layer for that example (equal length). Macro = mean over "
+    "examples, micro = pooled counts; examples without any non-rationale token are skipped and counted.",
+    "hard_rationale": "AdapLeR: tokens alive at the chosen layer (default last). Other methods: top-k tokens by soft "
+    "score, k = the split's mean human rationale length.",
+    "alignment": "Document tokens are ERASER's whitespace tokens; a token's score is the max over its word pieces, "
+    "and it is selected if any of its pieces is. Long documents are split into consecutive windows of "
+    "max_length - 2 pieces; class probabilities are the mean over windows.",
+}
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON types: numpy scalars/arrays to Python, NaN/inf to None, non-string keys to str."""
+    import numpy as np
+
+    if isinstance(obj, Mapping):
+        return {(k if isinstance(k, str) else (f"{k:g}" if isinstance(k, float) else str(k))): jsonable(v)
+                for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+# --------------------------------------------------------------------------------------------------
+# ERASER results files
+
+
+def write_results_jsonl(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> Path:
+    """One ERASER result object per line (annotation_id, rationales with docid,
+    hard_rationale_predictions and soft_rationale_predictions over document tokens, classification,
+    classification_scores, comprehensiveness_/sufficiency_classification_scores, thresholded_scores)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(_dumps(rec) + "\n" for rec in records)
+    return path
+
+
+def _dumps(rec: Mapping[str, Any]) -> str:
+    try:  # records built by the runner are plain Python already: skip the slow conversion
+        return json.dumps(rec, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        return json.dumps(jsonable(rec), ensure_ascii=False)
+
+
+def read_results_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read an ERASER results file (errors name the file and line)."""
+    from .methods import load_results_jsonl
+
+    return load_results_jsonl(path)
+
+
+# --------------------------------------------------------------------------------------------------
+# figures
+
+
+def fpr_figure(fpr_df, title: str = "False positive rate per layer"):
+    """Line chart: x = layer, y = FPR (solid macro, dotted micro), one colour per method."""
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+
+    fig = go.Figure()
+    palette = qualitative.Plotly
+    if fpr_df is not None and len(fpr_df):
+        for i, (method, grp) in enumerate(fpr_df.groupby("method", sort=False)):
+            color = palette[i % len(palette)]
+            fig.add_trace(go.Scatter(x=grp["layer"], y=grp["macro"], mode="lines+markers", name=f"{method} (macro)",
+                                     line={"color": color}))
+            fig.add_trace(go.Scatter(x=grp["layer"], y=grp["micro"], mode="lines", name=f"{method} (micro)",
+                                     line={"color": color, "dash": "dot"}))
+    fig.update_layout(title=title, xaxis_title="layer", yaxis_title="FPR (lower is better)",
+                      yaxis={"range": [0, 1.02]}, template="plotly_white", legend={"orientation": "h", "y": -0.2})
+    fig.update_xaxes(dtick=1)
+    return fig
+
+
+BAR_METRICS = [
+    ("token_f1_macro", "token F1 (macro)"),
+    ("iou_f1_macro@0.5", "IOU-F1 (macro)"),
+    ("auprc", "AUPRC"),
+    ("comprehensiveness", "comprehensiveness"),
+    ("sufficiency", "sufficiency"),
+    ("aopc_comprehensiveness", "AOPC comp."),
+    ("aopc_sufficiency", "AOPC suff."),
+    ("fpr_macro_last_layer", "FPR last layer (macro)"),
+]
+
+
+def metric_bars_figure(summary, title: str = "Metrics per method"):
+    """Grouped bars: one group per metric, one bar per method."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    cols = [(c, label) for c, label in BAR_METRICS if summary is not None and c in summary.columns]
+    for _, row in (summary.iterrows() if summary is not None else []):
+        ys = [row[c] for c, _ in cols]
+        fig.add_trace(go.Bar(name=str(row["method"]), x=[label for _, label in cols],
+                             y=[None if y is None or (isinstance(y, float) and math.isnan(y)) else y for y in ys]))
+    fig.update_layout(title=title, barmode="group", template="plotly_white", yaxis_title="value",
+                      legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# markdown / html
+
+
+def _fmt(v: Any) -> str:
+    import numpy as np
+
+    if v is None:
+        return "-"
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        return "-" if math.isnan(v) else f"{v:.4f}"
+    return str(v)
+
+
+def _md_table(df) -> str:
+    if df is None or not len(df):
+        return "_(none)_\n"
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in df.astype(object).iterrows():
+        lines.append("| " + " | ".join(_fmt(row[c]).replace("|", "\\|") for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fpr_wide(fpr_df, value: str):
+    if fpr_df is None or not len(fpr_df):
+        return None
+    wide = fpr_df.pivot(index="layer", columns="method", values=value).reset_index()
+    wide.columns = [str(c) for c in wide.columns]
+    return wide
+
+
+def _markdown(result) -> str:
+    cfg = result.config
+    out = [f"# ERASER evaluation: {result.dataset} / {result.split}\n"]
+    out.append(
+        f"Model `{cfg.get('model')}` (fingerprint `{cfg.get('model_fingerprint')}`), "
+        f"{cfg.get('n_annotations')} of {cfg.get('n_annotations_in_split')} annotations, methods: "
+        f"{', '.join(cfg.get('methods', []))}. Hard rationale k = {cfg.get('hard_rationale_k')} tokens "
+        f"(mean human rationale length {cfg.get('mean_human_rationale_length', 0):.1f}); AdapLeR layer: "
+        f"{cfg.get('layer')}; faithfulness: {cfg.get('faithfulness')} (threshold scale "
+        f"{cfg.get('faithfulness_threshold_scale')}); max length {cfg.get('max_length')}.\n"
+    )
+    out.append("## Metrics\n")
+    out.append(_md_table(result.summary))
+    if result.fpr is not None and len(result.fpr):
+        out.append("\n## False positive rate per layer (macro)\n")
+        out.append(_md_table(_fpr_wide(result.fpr, "macro")))
+        out.append("\n## False positive rate per layer (micro)\n")
+        out.append(_md_table(_fpr_wide(result.fpr, "micro")))
+        skipped = result.fpr.groupby("method")["n_skipped"].max().to_dict()
+        used = result.fpr.groupby("method")["n_examples"].max().to_dict()
+        out.append("\nExamples used / skipped (no non-rationale token): "
+                   + ", ".join(f"{m}: {used[m]} / {skipped[m]}" for m in used) + "\n")
+    out.append("\n## Alignment\n")
+    a = result.alignment
+    out.append(
+        f"{a.get('documents')} documents, {a.get('tokens')} tokens, {a.get('word_pieces')} word pieces, "
+        f"{a.get('windows')} windows ({a.get('documents_longer_than_one_window')} documents need more than one); "
+        f"lost tokens: {a.get('lost_tokens')} (in {a.get('documents_with_lost_tokens')} documents); "
+        f"tokens with [UNK]: {a.get('unknown_tokens')} (in {a.get('documents_with_unknown_tokens')} documents).\n"
+    )
+    out.append("\n## Definitions\n")
+    for k, v in DEFINITIONS.items():
+        out.append(f"* **{k}**: {v}")
+    out.append("\n## Timings (s)\n")
+    out.append(", ".join(f"{k}: {v:.1f}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.timings.items()))
+    if result.warnings:
+        out.append(f"\n\n## Warnings ({len(result.warnings)})\n")
+        out += [f"* {w}" for w in result.warnings[:20]]
+        if len(result.warnings) > 20:
+            out.append(f"* ... {len(result.warnings) - 20} more in metrics.json")
+    return "\n".join(out) + "\n"
+
+
+def _html_table(df) -> str:
+    if df is None or not len(df):
+        return "<p><em>(none)</em></p>"
+    cols = list(df.columns)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(row[c]))}</td>" for c in cols) + "</tr>"
+        for _, row in df.astype(object).iterrows()
+    )
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _html(result) -> str:
+    figs = []
+    if result.fpr is not None and len(result.fpr):
+        figs.append(fpr_figure(result.fpr))
+    figs.append(metric_bars_figure(result.summary))
+    parts = []
+    for i, fig in enumerate(figs):
+        # the first figure carries plotly.js inline: the file works offline and alone
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+    cfg = result.config
+    esc = html.escape
+    defs = "".join(f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in DEFINITIONS.items())
+    warn = "".join(f"<li>{esc(w)}</li>" for w in result.warnings[:20])
+    a = result.alignment
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>ERASER evaluation: {esc(result.dataset)} / {esc(result.split)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}
+table{{border-collapse:collapse;font-size:0.85em}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}
+th{{background:#f3f3f3}}.scroll{{overflow-x:auto}}</style></head><body>
+<h1>ERASER evaluation: {esc(result.dataset)} / {esc(result.split)}</h1>
+<p>Model <code>{esc(str(cfg.get('model')))}</code>, {esc(str(cfg.get('n_annotations')))} annotations, methods
+{esc(', '.join(cfg.get('methods', [])))}; hard rationale k = {esc(str(cfg.get('hard_rationale_k')))};
+AdapLeR layer {esc(str(cfg.get('layer')))}; faithfulness {esc(str(cfg.get('faithfulness')))}.</p>
+<h2>Metrics</h2>{_html_table(result.summary)}
+<h2>Charts</h2>{''.join(parts)}
+<h2>FPR per layer (macro)</h2>{_html_table(_fpr_wide(result.fpr, 'macro'))}
+<h2>Alignment</h2><p>{esc(str(a.get('documents')))} documents, {esc(str(a.get('word_pieces')))} word pieces,
+{esc(str(a.get('windows')))} windows; lost tokens {esc(str(a.get('lost_tokens')))}; tokens with [UNK]
+{esc(str(a.get('unknown_tokens')))}.</p>
+<h2>Definitions</h2><ul>{defs}</ul>
+{f'<h2>Warnings ({len(result.warnings)})</h2><ul>{warn}</ul>' if result.warnings else ''}
+</body></html>
+"""
+
+
+def write_report(result, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write every report file of an :class:`eraser_eval.runner.EvaluationResult`; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    paths["metrics.json"] = out / "metrics.json"
+    paths["metrics.json"].write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths["metrics.csv"] = out / "metrics.csv"
+    result.summary.to_csv(paths["metrics.csv"], index=False)
+    if result.fpr is not None and len(result.fpr):
+        paths["fpr.csv"] = out / "fpr.csv"
+        result.fpr.to_csv(paths["fpr.csv"], index=False)
+    paths["report.md"] = out / "report.md"
+    paths["report.md"].write_text(_markdown(result), encoding="utf-8")
+    paths["report.html"] = out / "report.html"
+    paths["report.html"].write_text(_html(result), encoding="utf-8")
+    for name, recs in result.records.items():
+        p = out / f"{name}.results.jsonl"
+        write_results_jsonl(p, recs)
+        paths[p.name] = p
+    return paths

@@ -1,0 +1,583 @@
+"""Python API: ``evaluate(...)`` runs the methods on an ERASER split and scores them.
+
+Flow (each model pass runs once, batched over all documents, cached on disk):
+
+1. load + validate the split (:mod:`eraser_eval.data`), align every document to word pieces
+   (:mod:`eraser_eval.align`);
+2. unpruned forward -> document class probabilities (mean over windows) and, when an attention
+   method is asked for, [CLS] attention and rollout; the predicted class is the target of saliency
+   and of every faithfulness score;
+3. each method's rationale over document tokens (:mod:`eraser_eval.methods`); hard rationale = the
+   method's own (AdapLeR at ``layer``; an imported file's spans) or top-k of its soft scores with
+   k = the split's mean human rationale length;
+4. faithfulness: the rationale (or the top 1/5/10/20/50% of tokens) is removed from / kept in the
+   document's words, the remaining words are re-tokenised with the same alignment and windows, and
+   the model (unpruned by default) is run again;
+5. ERASER result records are built, then scored from the records exactly as ERASER's scorer would
+   (so an exported file re-scores to the same numbers), plus FPR per layer and accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import metrics as M
+from .align import align_batch
+from .data import DATASETS, EraserDataset, load_dataset
+from .methods import (
+    AdapLeRMethod,
+    DocInput,
+    Engine,
+    ImportMethod,
+    MethodOutput,
+    RationaleMethod,
+    class_label_map,
+    get_method,
+)
+
+__all__ = ["EvaluationResult", "evaluate", "load_model"]
+
+DEFAULT_METHODS = ("adapler", "saliency", "attention", "random")
+ProgressCallback = Callable[[float, str], Any]
+
+
+@dataclass
+class EvaluationResult:
+    """Everything ``evaluate`` computed.
+
+    ``metrics``: method -> nested metric dict (ERASER names, see :func:`eraser_eval.metrics.score_records`,
+    plus ``fpr`` and, for adapler, ``accuracy_pruned``); ``summary``: one row per method, flat columns
+    (pandas DataFrame); ``fpr``: one row per (method, layer); ``examples``: one row per (method,
+    annotation); ``records``: method -> ERASER result lines; ``outputs``: method -> per-document
+    :class:`MethodOutput`; ``docs``: the prepared documents.
+    """
+
+    dataset: str
+    split: str
+    config: dict
+    metrics: dict[str, dict]
+    summary: Any
+    fpr: Any
+    examples: Any
+    records: dict[str, list[dict]]
+    outputs: dict[str, list[MethodOutput]] = field(repr=False, default_factory=dict)
+    docs: list[DocInput] = field(repr=False, default_factory=list)
+    alignment: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-ready content of ``metrics.json``."""
+        from .report import jsonable
+
+        return jsonable({
+            "dataset": self.dataset,
+            "split": self.split,
+            "config": self.config,
+            "methods": self.metrics,
+            "alignment": self.alignment,
+            "timings": self.timings,
+            "warnings": self.warnings[:50],
+            "n_warnings": len(self.warnings),
+        })
+
+
+# --------------------------------------------------------------------------------------------------
+# model loading
+
+
+def load_model(model: Any, tokenizer: Any = None, device: str = "cpu"):
+    """``(model, tokenizer)`` from a path (AdapLeR or plain BERT folder) or from objects.
+
+    A path is loaded with ``AdapLeRForSequenceClassification.from_pretrained``; the tokenizer comes
+    from ``tokenizer`` (object or path) or the model folder.
+    """
+    from transformers import AutoTokenizer
+
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.exists():
+            raise FileNotFoundError(f"model folder {path} does not exist")
+        from adapler import AdapLeRForSequenceClassification
+
+        loaded = AdapLeRForSequenceClassification.from_pretrained(str(path))
+        if tokenizer is None:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(str(path))
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}: no tokenizer in the model folder ({e}); pass --tokenizer") from None
+        model = loaded
+    if isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+    if tokenizer is None:
+        raise ValueError("a model object needs a tokenizer")
+    return model.to(device).eval(), tokenizer
+
+
+# --------------------------------------------------------------------------------------------------
+# progress
+
+
+class _Progress:
+    """tqdm bars per stage plus an optional ``callback(fraction, description)`` for the app."""
+
+    def __init__(self, stages: list[str], callback: ProgressCallback | None, show: bool):
+        self.stages = stages
+        self.callback = callback
+        self.show = show
+        self.bar = None
+        self.current = None
+
+    def stage_index(self, stage: str) -> int:
+        for i, s in enumerate(self.stages):
+            if stage.startswith(s):
+                return i
+        return len(self.stages) - 1
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.show:
+            from tqdm.auto import tqdm
+
+            if stage != self.current:
+                if self.bar is not None:
+                    self.bar.close()
+                self.bar = tqdm(total=total, desc=stage, unit="win", leave=False)
+                self.current = stage
+            self.bar.n = done
+            self.bar.refresh()
+            if done >= total:
+                self.bar.close()
+                self.bar, self.current = None, None
+        if self.callback is not None:
+            i = self.stage_index(stage)
+            frac = (i + (done / total if total else 1.0)) / max(1, len(self.stages))
+            self.callback(min(1.0, frac), f"{stage}: {done}/{total} windows")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.callback is not None:
+            self.callback(1.0, "done")
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _label_probs(probs: np.ndarray, class_labels: list[str], labels: Sequence[str]) -> dict[str, float]:
+    out = {lab: 0.0 for lab in labels}
+    for c, p in enumerate(probs):
+        out[class_labels[c]] += float(p)
+    return {k: round(v, 8) for k, v in out.items()}
+
+
+def _spans(mask: np.ndarray) -> list[dict]:
+    return [{"start_token": s, "end_token": e} for s, e in M.mask_to_spans(mask)]
+
+
+def _hard_for(out: MethodOutput, doc: DocInput, k: int) -> np.ndarray:
+    if out.hard is not None:
+        return np.asarray(out.hard, dtype=bool)
+    if out.scores is None:
+        return np.zeros(doc.num_tokens, dtype=bool)
+    return M.top_k_mask(out.scores, k, out.tiebreak, eligible=doc.alignment.scored)
+
+
+def _prepare(ds: EraserDataset, tokenizer) -> list[DocInput]:
+    anns = ds.annotations
+    aligns = align_batch(tokenizer, [ds.documents[a.docid].tokens for a in anns])
+    queries: list[list[int] | None] = [None] * len(anns)
+    if ds.has_query:
+        texts = [a.query or "" for a in anns]
+        enc = tokenizer(texts, add_special_tokens=False, return_attention_mask=False, verbose=False)
+        queries = [list(ids) or None for ids in enc["input_ids"]]
+    return [
+        DocInput(a.annotation_id, a.docid, al, ds.gold_mask(a), a.classification, q)
+        for a, al, q in zip(anns, aligns, queries)
+    ]
+
+
+def _alignment_stats(docs: list[DocInput], max_length: int) -> dict:
+    tokens = sum(d.num_tokens for d in docs)
+    pieces = sum(d.alignment.num_pieces for d in docs)
+    lost = sum(len(d.alignment.lost) for d in docs)
+    unk = sum(len(d.alignment.unknown) for d in docs)
+    windows = 0
+    for d in docs:
+        size = max_length - 2 - (1 + len(d.query_ids) if d.query_ids else 0)
+        windows += max(1, math.ceil(d.alignment.num_pieces / max(1, size)))
+    return {
+        "documents": len(docs),
+        "tokens": tokens,
+        "word_pieces": pieces,
+        "windows": windows,
+        "documents_longer_than_one_window": sum(
+            1 for d in docs if d.alignment.num_pieces > max_length - 2 - (1 + len(d.query_ids) if d.query_ids else 0)
+        ),
+        "lost_tokens": lost,
+        "documents_with_lost_tokens": sum(1 for d in docs if len(d.alignment.lost)),
+        "unknown_tokens": unk,
+        "documents_with_unknown_tokens": sum(1 for d in docs if len(d.alignment.unknown)),
+        "max_length": max_length,
+        "rule": "token score = max over its word pieces; token selected if any piece is selected; "
+        "lost tokens (no pieces) score 0 and are excluded from FPR",
+    }
+
+
+def _flat_summary(method: str, m: dict, iou_thresholds: Sequence[float]) -> dict:
+    row: dict[str, Any] = {"method": method, "n": m.get("n")}
+    cls = m.get("classification")
+    if cls:
+        row["accuracy"] = cls["accuracy"]
+        row["macro_f1"] = cls["macro_f1"]
+    if "accuracy_pruned" in m:
+        row["accuracy_pruned"] = m["accuracy_pruned"]
+    row["token_f1_micro"] = m["token_prf"]["micro"]["f1"]
+    row["token_f1_macro"] = m["token_prf"]["macro"]["f1"]
+    for t in iou_thresholds:
+        iou = m["iou"][float(t)]
+        row[f"iou_f1_micro@{t:g}"] = iou["micro"]["f1"]
+        row[f"iou_f1_macro@{t:g}"] = iou["macro"]["f1"]
+    if "soft" in m:
+        row["auprc"] = m["soft"]["auprc"]
+        row["average_precision"] = m["soft"]["average_precision"]
+        row["roc_auc"] = m["soft"]["roc_auc"]
+    for key in ("comprehensiveness", "sufficiency"):
+        if key in m:
+            row[key] = m[key]
+    if "aopc" in m:
+        for key in ("comprehensiveness", "sufficiency"):
+            if key in m["aopc"]:
+                row[f"aopc_{key}"] = m["aopc"][key]
+    fpr = m.get("fpr")
+    if fpr:
+        last = fpr[-1]
+        row["fpr_macro_last_layer"] = last["macro"]
+        row["fpr_micro_last_layer"] = last["micro"]
+        row["fpr_macro_mean_over_layers"] = float(np.nanmean([r["macro"] for r in fpr]))
+    row["rationale_length_mean"] = m.get("rationale_length_mean")
+    return row
+
+
+# --------------------------------------------------------------------------------------------------
+# main entry point
+
+
+def evaluate(
+    dataset: str = "movies",
+    split: str = "test",
+    model: Any = None,
+    tokenizer: Any = None,
+    data_dir: str | os.PathLike | None = None,
+    methods: Sequence[str] | str = DEFAULT_METHODS,
+    limit: int | None = None,
+    ids: Sequence[str] | None = None,
+    import_results: str | os.PathLike | None = None,
+    batch_size: int = 8,
+    layer: int | None = None,
+    max_length: int | None = None,
+    faithfulness: str = "full",
+    aopc_thresholds: Sequence[float] = M.AOPC_THRESHOLDS,
+    iou_thresholds: Sequence[float] = (0.5,),
+    fpr: bool = True,
+    seed: int = 0,
+    threshold_scale: float = 1.0,
+    faithfulness_threshold_scale: float = 0.0,
+    cache_dir: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+    show_progress: bool = True,
+    device: str = "cpu",
+) -> EvaluationResult:
+    """Evaluate rationale methods on an ERASER split.
+
+    Args:
+        dataset, split: ``movies``/``multirc``/``hatexplain``; ``train``/``val``/``test``.
+        model: model folder or loaded model (AdapLeR or any HF classifier; ``adapler`` needs AdapLeR).
+            May be None when only ``import`` is evaluated.
+        tokenizer: tokenizer object or path (default: the model folder's).
+        data_dir: data root (default ``$ERASER_DATA_DIR``, then ``$ADAPLER_DATA_DIR``).
+        methods: names from :data:`eraser_eval.methods.METHODS` (list or comma-separated string);
+            ``import`` is added when ``import_results`` is given.
+        limit, ids: evaluate the first N annotations / only these annotation ids.
+        batch_size: full-length windows per forward batch.
+        layer: AdapLeR hard-rationale layer, 1-based (negative counts from the end; None = last).
+        max_length: window length in pieces incl. specials (default ``config.max_position_embeddings``).
+        faithfulness: ``"full"`` (comprehensiveness, sufficiency and AOPC), ``"basic"`` (no AOPC)
+            or ``"none"``.
+        fpr: compute FPR per layer (needs an AdapLeR model).
+        threshold_scale: multiplies AdapLeR's learned thresholds for the ``adapler`` method.
+        faithfulness_threshold_scale: threshold scale of every prediction used for classification and
+            faithfulness; 0 (default) = the unpruned model, 1 = the deployed pruning model.
+        cache_dir: on-disk cache of model outputs (default ``OUT_DIR/cache`` when ``out_dir`` is set).
+        out_dir: when set, reports and result files are written there (:func:`eraser_eval.report.write_report`).
+        progress: ``callback(fraction, description)`` (e.g. a ``gradio.Progress``).
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    methods = list(dict.fromkeys(methods))
+    if import_results and "import" not in methods:
+        methods.append("import")
+    if not methods:
+        raise ValueError("no methods to evaluate")
+    if faithfulness not in ("full", "basic", "none"):
+        raise ValueError("faithfulness must be 'full', 'basic' or 'none'")
+    spec = DATASETS.get(dataset)
+    if spec is None:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+
+    t = time.perf_counter()
+    ds = load_dataset(dataset, split, data_dir, limit=limit, ids=ids)
+    timings["load_data_s"] = time.perf_counter() - t
+    method_objs: list[RationaleMethod] = [
+        get_method(m, layer=layer, seed=seed, import_results=import_results) for m in methods
+    ]
+    need_model = any(m.needs_model for m in method_objs) or (faithfulness != "none" and any(
+        not isinstance(m, ImportMethod) for m in method_objs))
+    if model is None and need_model:
+        raise ValueError("a model is needed for methods " + ", ".join(m.name for m in method_objs if m.needs_model)
+                         + " and for faithfulness")
+
+    engine = None
+    class_labels: list[str] = []
+    t = time.perf_counter()
+    if model is not None:
+        model, tokenizer = load_model(model, tokenizer, device)
+        class_labels = class_label_map(model.config, spec.labels, spec.synonyms, spec.default_class_map)
+    elif tokenizer is not None and isinstance(tokenizer, (str, os.PathLike)):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+    if tokenizer is None:
+        raise ValueError("a tokenizer (or a model folder with one) is needed to align documents")
+    timings["load_model_s"] = time.perf_counter() - t
+
+    stages = ["forward (unpruned)", "forward (AdapLeR", "saliency", "faithfulness"]
+    prog = _Progress(stages, progress, show_progress)
+    if model is not None:
+        if cache_dir is None and out_dir is not None:
+            cache_dir = Path(out_dir) / "cache"
+        engine = Engine(model, tokenizer, max_length, batch_size, device, cache_dir, threshold_scale,
+                        faithfulness_threshold_scale, progress=prog)
+        max_len = engine.max_length
+    else:
+        max_len = int(max_length or 512)
+
+    t = time.perf_counter()
+    docs = _prepare(ds, tokenizer)
+    timings["align_s"] = time.perf_counter() - t
+    align_stats = _alignment_stats(docs, max_len)
+    warnings = list(ds.warnings)
+    if align_stats["lost_tokens"]:
+        warnings.append(f"{align_stats['lost_tokens']} document tokens produce no word piece (lost; score 0)")
+    k_hard = max(1, round(ds.mean_rationale_length))
+
+    # ---- predictions on the full documents
+    full_probs: list[np.ndarray] | None = None
+    base_att = None
+    t = time.perf_counter()
+    if engine is not None:
+        need_att = any(m.needs_attention for m in method_objs)
+        base = engine.base(docs, attention=need_att)
+        if need_att:
+            base_att = base
+        if engine.faithfulness_threshold_scale == 0.0:
+            full_probs = [b["probs"] for b in base]
+        else:
+            full_probs = engine.predict([(d.alignment, d.query_ids) for d in docs], stage="faithfulness (full)")
+    timings["forward_full_s"] = time.perf_counter() - t
+    targets = [int(np.argmax(p)) for p in full_probs] if full_probs is not None else None
+    context = {"targets": targets, "base_attention": base_att}
+
+    # ---- rationales
+    outputs: dict[str, list[MethodOutput]] = {}
+    for m in method_objs:
+        t = time.perf_counter()
+        outputs[m.name] = m.explain(docs, engine, context)
+        timings[f"explain_{m.name}_s"] = time.perf_counter() - t
+    adapler_out = outputs.get("adapler")
+    if fpr and adapler_out is None and engine is not None and engine.is_adapler:
+        t = time.perf_counter()
+        adapler_out = AdapLeRMethod(layer=layer).explain(docs, engine, context)
+        timings["explain_adapler_for_fpr_s"] = time.perf_counter() - t
+
+    # ---- which documents each method is scored on (an imported file may lack some annotations)
+    covered: dict[str, list[int]] = {}
+    for name, outs in outputs.items():
+        covered[name] = [i for i, o in enumerate(outs) if not o.extra.get("missing")]
+        if len(covered[name]) < len(docs):
+            warnings.append(f"{name}: no result for {len(docs) - len(covered[name])} annotation(s); scored on the rest")
+
+    # ---- faithfulness inputs
+    hard: dict[str, list[np.ndarray]] = {
+        name: [_hard_for(o, d, k_hard) for o, d in zip(outs, docs)] for name, outs in outputs.items()
+    }
+    faith_methods = [m.name for m in method_objs if not isinstance(m, ImportMethod)] if faithfulness != "none" else []
+    requests: list[tuple] = []  # (method, doc index, kind, threshold, keep indices)
+    for name in faith_methods:
+        for i in covered[name]:
+            d, o, h = docs[i], outputs[name][i], hard[name][i]
+            requests.append((name, i, "comp", None, np.flatnonzero(~h)))
+            requests.append((name, i, "suff", None, np.flatnonzero(h)))
+            if faithfulness == "full" and o.scores is not None:
+                n_units = int(d.alignment.scored.sum())
+                for thr in aopc_thresholds:
+                    top = M.top_k_mask(o.scores, M.aopc_k(n_units, thr), o.tiebreak, eligible=d.alignment.scored)
+                    requests.append((name, i, "comp", thr, np.flatnonzero(~top)))
+                    requests.append((name, i, "suff", thr, np.flatnonzero(top)))
+    faith_probs: dict[tuple, np.ndarray] = {}
+    t = time.perf_counter()
+    if requests and engine is not None:
+        probs = engine.predict([(docs[i].alignment.subset(keep), docs[i].query_ids) for _, i, _, _, keep in requests])
+        for (name, i, kind, thr, _), p in zip(requests, probs):
+            faith_probs[(name, i, kind, thr)] = p
+    timings["faithfulness_s"] = time.perf_counter() - t
+
+    # ---- ERASER records
+    labels = list(spec.labels)
+    records: dict[str, list[dict]] = {}
+    for name, outs in outputs.items():
+        recs = []
+        for i in covered[name]:
+            d, o = docs[i], outs[i]
+            if o.record is not None:  # imported: keep the user's line as it is
+                recs.append(o.record)
+                continue
+            rat: dict[str, Any] = {"docid": d.docid, "hard_rationale_predictions": _spans(hard[name][i])}
+            if o.scores is not None:
+                rat["soft_rationale_predictions"] = [float(x) for x in o.scores]
+            rec: dict[str, Any] = {"annotation_id": d.annotation_id, "rationales": [rat]}
+            if full_probs is not None:
+                rec["classification"] = class_labels[targets[i]]
+                rec["classification_scores"] = _label_probs(full_probs[i], class_labels, labels)
+                if (name, i, "comp", None) in faith_probs:
+                    rec["comprehensiveness_classification_scores"] = _label_probs(
+                        faith_probs[(name, i, "comp", None)], class_labels, labels)
+                    rec["sufficiency_classification_scores"] = _label_probs(
+                        faith_probs[(name, i, "suff", None)], class_labels, labels)
+                if faithfulness == "full" and (name, i, "comp", aopc_thresholds[0]) in faith_probs:
+                    rec["thresholded_scores"] = [
+                        {
+                            "threshold": float(thr),
+                            "comprehensiveness_classification_scores": _label_probs(
+                                faith_probs[(name, i, "comp", thr)], class_labels, labels),
+                            "sufficiency_classification_scores": _label_probs(
+                                faith_probs[(name, i, "suff", thr)], class_labels, labels),
+                        }
+                        for thr in aopc_thresholds
+                    ]
+            recs.append(rec)
+        records[name] = recs
+
+    # ---- scores
+    gold_all = ds.gold_table()
+    all_metrics: dict[str, dict] = {}
+    fpr_rows: list[dict] = []
+    example_rows: list[dict] = []
+    for name, recs in records.items():
+        idx = covered[name]
+        gold = {docs[i].annotation_id: gold_all[docs[i].annotation_id] for i in idx}
+        m = M.score_records(recs, gold, iou_thresholds, labels=labels)
+        m["rationale_length_mean"] = float(np.mean([hard[name][i].sum() for i in idx])) if idx else 0.0
+        if name == "adapler":
+            pruned = [outputs[name][i].extra["probs_pruned"] for i in idx]
+            m["accuracy_pruned"] = float(np.mean(
+                [class_labels[int(np.argmax(p))] == docs[i].label for p, i in zip(pruned, idx)])) if idx else 0.0
+        if fpr and adapler_out is not None:
+            sel, gold_masks, units = [], [], []
+            for i in idx:
+                d, o = docs[i], outputs[name][i]
+                am = adapler_out[i].layer_masks
+                if name == "adapler":
+                    s = o.layer_masks
+                elif o.scores is not None:
+                    ks = (am & d.alignment.scored).sum(axis=1)
+                    s = np.stack([M.top_k_mask(o.scores, int(k), o.tiebreak, eligible=d.alignment.scored) for k in ks])
+                else:
+                    s = None
+                if s is None:
+                    break
+                sel.append(s)
+                gold_masks.append(d.gold)
+                units.append(d.alignment.scored)
+            else:
+                rows = M.false_positive_rate(gold_masks, sel, units)
+                m["fpr"] = rows
+                fpr_rows += [{"method": name, **r} for r in rows]
+        all_metrics[name] = m
+        for i, rec in zip(idx, recs):
+            d = docs[i]
+            h = hard[name][i]
+            tok = M.token_prf({0: M.mask_to_spans(d.gold)}, {0: M.mask_to_spans(h)})
+            row = {"method": name, "annotation_id": d.annotation_id, "docid": d.docid, "gold_label": d.label,
+                   "n_tokens": d.num_tokens, "n_gold": int(d.gold.sum()), "n_selected": int(h.sum()),
+                   "token_f1": tok["macro"]["f1"] if tok["n_instances"] else float("nan")}
+            if "classification" in rec:
+                c = rec["classification"]
+                row["predicted"] = c
+                row["correct"] = c == d.label
+                row["p_predicted"] = rec.get("classification_scores", {}).get(c)
+                full = rec.get("classification_scores", {}).get(c)
+                for kind in ("comprehensiveness", "sufficiency"):
+                    sc = rec.get(f"{kind}_classification_scores")
+                    row[kind] = full - sc[c] if sc and full is not None else float("nan")
+            example_rows.append(row)
+
+    import pandas as pd
+
+    summary = pd.DataFrame([_flat_summary(n, m, iou_thresholds) for n, m in all_metrics.items()])
+    fpr_df = pd.DataFrame(fpr_rows, columns=["method", "layer", "macro", "micro", "n_examples", "n_skipped",
+                                             "false_positives", "negatives", "mean_selected"])
+    examples = pd.DataFrame(example_rows)
+    timings["total_s"] = time.perf_counter() - t_start
+    if engine is not None:
+        timings["windows_run"] = engine.forward_windows
+    prog.close()
+
+    config = {
+        "dataset": dataset,
+        "split": split,
+        "data_path": str(ds.path),
+        "n_annotations": len(docs),
+        "n_annotations_in_split": ds.total_annotations,
+        "limit": limit,
+        "model": str(model.config._name_or_path) if model is not None and getattr(model.config, "_name_or_path", "") else (
+            type(model).__name__ if model is not None else None),
+        "model_fingerprint": engine.fingerprint if engine is not None else None,
+        "is_adapler": bool(engine.is_adapler) if engine is not None else False,
+        "num_layers": engine.num_layers if engine is not None else None,
+        "class_labels": class_labels,
+        "methods": methods,
+        "import_results": str(import_results) if import_results else None,
+        "max_length": max_len,
+        "batch_size": batch_size,
+        "layer": layer if layer is not None else "last",
+        "hard_rationale_k": k_hard,
+        "mean_human_rationale_length": ds.mean_rationale_length,
+        "faithfulness": faithfulness,
+        "aopc_thresholds": list(aopc_thresholds),
+        "iou_thresholds": list(iou_thresholds),
+        "threshold_scale": threshold_scale,
+        "faithfulness_threshold_scale": faithfulness_threshold_scale,
+        "seed": seed,
+    }
+    result = EvaluationResult(
+        dataset=dataset, split=split, config=config, metrics=all_metrics, summary=summary, fpr=fpr_df,
+        examples=examples, records=records, outputs=outputs, docs=docs, alignment=align_stats,
+        timings=timings, warnings=warnings,
+    )
+    if out_dir is not None:
+        from .report import write_report
+
+        write_report(result, out_dir)
+    return result
