@@ -72,6 +72,7 @@ def main(argv=None) -> int:
     p.add_argument("--timing-examples", type=int, default=256, help="examples timed per batch size (0 = no timing)")
     p.add_argument("--attention-baseline", action=argparse.BooleanOptionalAction, default=True,
                    help="also report attention top-k pruning at the same FLOPs")
+    p.add_argument("--sweep", default="", help="comma-separated threshold scales: accuracy/speedup Pareto points")
     p.add_argument("--json", default=None, help="also write the report to this file")
     args = parser.parse_args(argv)
     try:
@@ -91,7 +92,8 @@ def main(argv=None) -> int:
 
             report = evaluate_command(args.model, args.task, args.split, args.data_dir, args.limit,
                                       args.baseline, args.threshold_scale, args.timing_examples,
-                                      args.attention_baseline)
+                                      args.attention_baseline,
+                                      [float(x) for x in args.sweep.split(",") if x.strip()])
             text = json.dumps(report, indent=2)
             print(text)
             if args.json:

@@ -94,8 +94,18 @@ def evaluate_features(model, features, timing: bool = True, threshold_scale: flo
     return report
 
 
+def threshold_sweep(model, features, scales) -> list[dict]:
+    """Accuracy/speedup Pareto points of one model at several threshold scales (the app's slider)."""
+    points = []
+    for scale in scales:
+        r = evaluate_features(model, features, timing=False, threshold_scale=scale)
+        points.append({"threshold_scale": scale, "accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
+                       "speedup_corrected": r["speedup_corrected"], "speedup_parity": r["speedup_parity"]})
+    return points
+
+
 def evaluate_command(model_path, task, split, data_dir=None, limit=None, baseline_path=None,
-                     threshold_scale=1.0, timing_examples=256, attention_baseline=True) -> dict:
+                     threshold_scale=1.0, timing_examples=256, attention_baseline=True, sweep=()) -> dict:
     """``python -m adapler evaluate``: one JSON report for a model on one split."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -117,4 +127,6 @@ def evaluate_command(model_path, task, split, data_dir=None, limit=None, baselin
         from .attention import attention_topk_at_flops
 
         report["attention_topk"] = attention_topk_at_flops(model, features, report["adapler"])
+    if sweep:
+        report["threshold_sweep"] = threshold_sweep(model, features, sweep)
     return report

@@ -18,4 +18,4 @@ if [ ! -f "$out/adapler/train_log.json" ]; then
   python -m adapler train --task "$task" --init-model "$out/ft" --saliency "$out/saliency.safetensors" --output-dir "$out/adapler" "$@"
 fi
 split=test; [ "$task" = sst2 ] && split=val
-python -m adapler evaluate --model "$out/adapler" --task "$task" --split "$split" --baseline "$out/ft" --json "$out/eval_$split.json"
+python -m adapler evaluate --model "$out/adapler" --task "$task" --split "$split" --baseline "$out/ft" --sweep "${SWEEP:-0.5,0.75,1,1.25,1.5,2}" --json "$out/eval_$split.json"

@@ -23,7 +23,7 @@ def pipeline(tmp_path_factory, tiny_bert_dir, data_dir):
              "--limit", "48", "--eval-limit", "24", "--epochs", "2", "--batch-size", "16", "--seed", "7"]
     assert main([*train, "--output-dir", str(out / "adapler")]) == 0
     assert main(["evaluate", *common, "--model", str(out / "adapler"), "--split", "val", "--limit", "24",
-                 "--timing-examples", "8", "--json", str(out / "eval.json")]) == 0
+                 "--timing-examples", "8", "--sweep", "0.5,2", "--json", str(out / "eval.json")]) == 0
     return out, train
 
 
@@ -61,6 +61,8 @@ def test_evaluate_report(pipeline):
     assert len(a["mean_tokens_per_layer"]) == 2 and a["speedup_corrected"] > 0 and a["speedup_parity"] > 0
     assert [w["batch_size"] for w in a["wall_clock"]] == [1, 32]
     assert "accuracy" in report["baseline"] and "speedup_corrected" in report["attention_topk"]
+    low, high = report["threshold_sweep"]
+    assert low["threshold_scale"] == 0.5 and high["speedup_corrected"] >= low["speedup_corrected"]
 
 
 def test_resume_gives_the_same_weights(pipeline, tmp_path):
