@@ -1,0 +1,84 @@
+"""``python -m app``: serve the rationale explorer (default http://127.0.0.1:7860)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+# The Hub is not reachable from many machines this runs on, and Gradio's analytics calls out at launch.
+for _k, _v in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_DISABLE_TELEMETRY", "1")):
+    os.environ.setdefault(_k, _v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="interface to listen on (default 127.0.0.1; 0.0.0.0 to serve the network)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                        help="port (default 7860)")
+    parser.add_argument("--model", default=None,
+                        help="model folder (AdapLeR or BERT classifier); default: first shipped model in assets/models/")
+    parser.add_argument("--data-dir", default=None,
+                        help="data folder laid out like ../shared/data, for dataset examples with human rationales "
+                             "and the live ERASER evaluation (default: $ADAPLER_DATA_DIR)")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("ADAPLER_APP_THREADS", "1")),
+                        help="torch intra-op threads (default 1: requests are served one model pass at a time, and on "
+                             "a small shared CPU a second thread mostly waits; $ADAPLER_APP_THREADS)")
+    parser.add_argument("--no-preload", action="store_true", help="load the default model on first use, not at launch")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    t0 = time.perf_counter()
+
+    if args.model and not os.path.isdir(args.model):
+        print(f"error: --model {args.model}: no such folder", file=sys.stderr)
+        return 2
+    if args.data_dir and not os.path.isdir(args.data_dir):
+        print(f"error: --data-dir {args.data_dir}: no such folder", file=sys.stderr)
+        return 2
+
+    import threading
+
+    import torch
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    log = logging.getLogger("app")
+
+    from . import analysis as A
+
+    # Load (and warm up) the default model while Gradio is imported: model loading is mostly torch
+    # work that releases the GIL, so the two overlap on a 2-core machine.
+    default = args.model or next(iter(A.shipped_models().values()), None)
+    preload_error: list[BaseException] = []
+
+    def preload():
+        try:
+            b = A.load_bundle(default)
+            log.info("default model %s ready (%.1f s)", b.path, b.load_seconds)
+        except BaseException as e:  # reported below; the page shows the same message on use
+            preload_error.append(e)
+
+    loader = threading.Thread(target=preload, name="preload") if default and not args.no_preload else None
+    if loader is not None:
+        loader.start()
+    from .ui import LOCAL_CHOICE, build_demo
+
+    demo = build_demo(args.model, args.data_dir)
+    if loader is not None:
+        loader.join()
+        if preload_error:
+            e = preload_error[0]
+            log.warning("%s", e if isinstance(e, A.UserError) else f"preloading {default} failed: {e!r}")
+    if demo.app_state.default_choice == LOCAL_CHOICE:
+        log.warning("no shipped model in assets/models/ and no --model: the page asks for a model folder")
+    log.info("ready in %.1f s, serving on http://%s:%d", time.perf_counter() - t0, args.host, args.port)
+    demo.launch(server_name=args.host, server_port=args.port, footer_links=["api", "gradio"],
+                show_error=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,504 @@
+"""Gradio Blocks of the rationale explorer: layout and event handlers.
+
+Handlers never let an exception reach the page: a :class:`app.analysis.UserError` is shown as it
+is, anything else as a one-line "something went wrong" message (the traceback goes to the server
+log only).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from . import analysis as A
+from . import plots as P
+
+log = logging.getLogger("app")
+
+LOCAL_CHOICE = "Local path…"
+CONCURRENCY_LIMIT = 4  # requests processed at once; model passes of one model are serialised by its lock
+QUEUE_MAX_SIZE = 128
+_DOWNLOAD_ROOT = Path(tempfile.gettempdir()) / "adapler-app-downloads"
+_DOWNLOAD_MAX_AGE_S = 3600
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+class AppState:
+    """What the handlers share: model choices, examples, data folder."""
+
+    def __init__(self, model_path: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
+                 models_dir: str | os.PathLike | None = None, reports_dir: str | os.PathLike | None = None):
+        self.models: dict[str, Path] = {}
+        self.override_label = None
+        if model_path:
+            self.override_label = f"{model_path} (--model)"
+            self.models[self.override_label] = Path(model_path)
+        self.models.update(A.shipped_models(models_dir))
+        self.data_dir = data_dir or os.environ.get("ADAPLER_DATA_DIR") or os.environ.get("ERASER_DATA_DIR")
+        self.reports_dir = reports_dir
+        self.examples = A.load_examples()
+        self.human_examples = A.load_human_examples(self.data_dir)
+        self.human_by_title: dict[str, A.HumanExample] = {}
+        for e in self.human_examples:
+            title = e.title if e.title not in self.human_by_title else f"{e.title} ({e.annotation_id})"
+            self.human_by_title[title] = e
+        self.human_by_key = {e.key: e for e in self.human_examples}
+
+    @property
+    def default_choice(self) -> str:
+        return next(iter(self.models), LOCAL_CHOICE)
+
+    def resolve(self, choice: str | None, local_path: str | None) -> Path:
+        choice = (choice or "").strip() or self.default_choice
+        if choice == LOCAL_CHOICE:
+            if not local_path or not str(local_path).strip():
+                if not self.models:
+                    raise A.UserError("No model is available: no shipped model under assets/models/. Start the app "
+                                      "with --model PATH, or choose 'Local path…' and enter a model folder.")
+                raise A.UserError("Enter the folder of a local model (an AdapLeR or BERT classifier).")
+            return Path(str(local_path).strip())
+        if choice in self.models:
+            return self.models[choice]
+        # the API may pass a folder directly
+        p = Path(choice)
+        if p.is_dir():
+            return p
+        raise A.UserError(f"Unknown model {choice!r}; choose one of: {', '.join(self.models) or LOCAL_CHOICE}.")
+
+    def bundle(self, choice, local_path) -> A.ModelBundle:
+        return A.load_bundle(self.resolve(choice, local_path))
+
+    def datasets_available(self) -> list[str]:
+        from eraser_eval.data import dataset_dir, resolve_data_root
+
+        out = []
+        for name in ("hatexplain", "movies"):
+            try:
+                dataset_dir(resolve_data_root(self.data_dir), name)
+                out.append(name)
+            except Exception:
+                continue
+        return out
+
+
+def _download_dir() -> Path:
+    _DOWNLOAD_ROOT.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for p in _DOWNLOAD_ROOT.iterdir():  # prune old downloads
+        try:
+            if now - p.stat().st_mtime > _DOWNLOAD_MAX_AGE_S:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(dir=_DOWNLOAD_ROOT))
+
+
+def _fmt_flops(x) -> str:
+    if x is None:
+        return "n/a"
+    for unit, div in (("GFLOPs", 1e9), ("MFLOPs", 1e6), ("kFLOPs", 1e3)):
+        if abs(x) >= div:
+            return f"{x / div:.3g} {unit}"
+    return f"{x:.3g} FLOPs"
+
+
+def _fmt_ratio(x) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.2f}x"
+
+
+def speed_table(a: A.Analysis) -> pd.DataFrame:
+    s = a.speed
+    return pd.DataFrame([
+        {"model": "unpruned BERT (same weights)", "tokens processed": s["tokens_processed_unpruned"],
+         "FLOPs": _fmt_flops(s["flops_unpruned"]), "FLOPs (paper formula)": _fmt_flops(s["parity_flops_unpruned"]),
+         "measured ms": round(s["ms_unpruned"], 2), "speedup": "1.00x"},
+        {"model": "AdapLeR, tokens dropped", "tokens processed": round(s["tokens_processed_pruned"]),
+         "FLOPs": _fmt_flops(s["flops_pruned"]), "FLOPs (paper formula)": _fmt_flops(s["parity_flops_pruned"]),
+         "measured ms": round(s["ms_pruned_drop"], 2),
+         "speedup": f"{_fmt_ratio(s['flops_speedup'])} FLOPs · {_fmt_ratio(s['measured_speedup'])} measured"},
+        {"model": "AdapLeR, same decisions but only masked", "tokens processed": s["tokens_processed_unpruned"],
+         "FLOPs": _fmt_flops(s["flops_unpruned"]), "FLOPs (paper formula)": "",
+         "measured ms": round(s["ms_pruned_masked"], 2),
+         "speedup": _fmt_ratio(s["ms_unpruned"] / s["ms_pruned_masked"] if s["ms_pruned_masked"] else None) + " measured"},
+    ])
+
+
+def metrics_table(a: A.Analysis) -> pd.DataFrame:
+    cols = ["method", "selected", "human", "token_precision", "token_recall", "token_f1", "iou_f1", "auprc", "fpr"]
+    if not a.metrics:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(a.metrics)[cols]
+    df["method"] = df["method"].map(lambda m: A.METHOD_TITLES.get(m, m))
+    for c in cols[3:]:
+        df[c] = df[c].astype(float).round(3)
+    return df
+
+
+def prediction_details(a: A.Analysis) -> str:
+    p = dict(zip(a.labels, a.probs))
+    pf = dict(zip(a.labels, a.probs_full))
+    same = "same class" if a.predicted == a.predicted_full else "**different class**"
+    pruned = ", ".join(f"{P.esc(k)} {v:.3f}" for k, v in p.items())
+    full = ", ".join(f"{P.esc(k)} {v:.3f}" for k, v in pf.items())
+    return (f"**Pruned model** (threshold scale {a.threshold_scale:g}): {pruned}  \n"
+            f"**Unpruned model**: {full} ({same})  \n"
+            f"Analysis took {a.timings_ms.get('total', 0):.0f} ms on the server.")
+
+
+def _label_value(a: A.Analysis) -> dict:
+    return {lab: float(p) for lab, p in zip(a.labels, a.probs)}
+
+
+def _window_choices(a: A.Analysis | None) -> list[str]:
+    if a is None:
+        return ["window 1"]
+    return [f"window {i + 1}: word pieces {w.start + 1}-{w.end}" for i, w in enumerate(a.windows)]
+
+
+def _window_update(a: A.Analysis | None):
+    choices = _window_choices(a)
+    return gr.update(choices=choices, value=choices[0], visible=len(choices) > 1)
+
+
+def run_analysis(state: AppState, choice, local_path, text, scale, human: A.HumanExample | None):
+    """Everything the Explore tab shows, for one text. Returns a tuple matching ``OUTPUT_NAMES``."""
+    try:
+        if text is None or not str(text).strip():
+            raise A.UserError("Type a sentence (or pick an example) to analyse.")
+        bundle = state.bundle(choice, local_path)
+        a = A.analyze(bundle, str(text), scale if scale is not None else 1.0, human)
+        title = "Token survival per layer" + (f" · window 1 of {len(a.windows)}" if len(a.windows) > 1 else "")
+        heat = P.survival_heatmap(a.windows[0], a.num_layers, title)
+        curve = P.lengths_curve(a.windows, a.num_layers)
+        rat = P.rationales_html(a, A.METHOD_TITLES, A.METHOD_ORDER)
+        folder = _download_dir()
+        pj, pc = A.write_downloads(a, folder)
+        metrics_note = ("Agreement with the human rationale of this dataset example (token P/R/F1, IOU-F1 at 0.5, "
+                        "AUPRC of the soft scores, FPR = share of non-rationale words selected)."
+                        if a.metrics else "No human rationale for this text: pick a dataset example (HateXplain / "
+                        "Movie Reviews) to see agreement metrics.")
+        return (
+            P.notices_html(a.notices),
+            _label_value(a),
+            prediction_details(a),
+            _window_update(a),
+            heat,
+            curve,
+            rat,
+            metrics_note,
+            metrics_table(a),
+            speed_table(a),
+            a.speed["timing"] + ". FLOPs: analytic count from the per-layer lengths (adapler.flops); the paper "
+            "formula is the reference implementation's (fitted on BERT-base).",
+            gr.update(value=str(pj), visible=True),
+            gr.update(value=str(pc), visible=True),
+            a,
+        )
+    except A.UserError as e:
+        return _error_outputs(str(e))
+    except Exception as e:  # never a traceback on the page
+        log.exception("analysis failed")
+        return _error_outputs(f"Something went wrong while analysing this text ({type(e).__name__}: {e}). "
+                              "Try a shorter text or another model.")
+
+
+def _error_outputs(message: str):
+    return (
+        P.notices_html([], error=message),
+        None,
+        "",
+        _window_update(None),
+        None,
+        None,
+        "",
+        "",
+        pd.DataFrame(),
+        pd.DataFrame(),
+        "",
+        gr.update(value=None, visible=False),
+        gr.update(value=None, visible=False),
+        None,
+    )
+
+
+def show_window(a: A.Analysis | None, choice):
+    if a is None:
+        return None
+    choices = _window_choices(a)
+    i = choices.index(choice) if choice in choices else 0
+    title = "Token survival per layer" + (f" · window {i + 1} of {len(a.windows)}" if len(a.windows) > 1 else "")
+    return P.survival_heatmap(a.windows[i], a.num_layers, title)
+
+
+# --------------------------------------------------------------------------------------------------
+# ERASER report tab
+
+
+def show_report(state: AppState, task):
+    try:
+        if not task:
+            return ("No shipped ERASER reports yet (they live in `assets/reports/<task>/`).",
+                    pd.DataFrame(), None, None, gr.update(value=[], visible=False), gr.update(value=None))
+        rep = A.read_report(task, state.reports_dir)
+        from eraser_eval.report import fpr_figure, metric_bars_figure
+
+        md = rep["markdown"] or f"`{task}`: no report.md in the report folder."
+        summary = rep["summary"] if rep["summary"] is not None else pd.DataFrame()
+        fpr = fpr_figure(rep["fpr"], f"{task}: false positive rate per layer") if rep["fpr"] is not None else None
+        bars = metric_bars_figure(rep["summary"], f"{task}: metrics per method") if rep["summary"] is not None else None
+        images = [str(p) for p in rep["images"]]
+        return (md, summary.round(4) if len(summary) else summary, fpr, bars,
+                gr.update(value=images, visible=bool(images)),
+                gr.update(value=[str(p) for p in rep["files"]] or None))
+    except A.UserError as e:
+        return (str(e), pd.DataFrame(), None, None, gr.update(value=[], visible=False), gr.update(value=None))
+    except Exception as e:
+        log.exception("report failed")
+        return (f"Could not read the report ({type(e).__name__}: {e}).", pd.DataFrame(), None, None,
+                gr.update(value=[], visible=False), gr.update(value=None))
+
+
+def run_live_eval(state: AppState, choice, local_path, dataset, n, progress=gr.Progress()):
+    try:
+        if not dataset:
+            raise A.UserError("No ERASER data folder found: start the app with --data-dir or set ADAPLER_DATA_DIR.")
+        bundle = state.bundle(choice, local_path)
+        n = int(max(1, min(int(n or 1), 50)))
+        progress(0.0, desc="starting")
+        res = A.live_evaluation(bundle, dataset, n, state.data_dir,
+                                progress=lambda frac, desc: progress(float(frac), desc=str(desc)))
+        from eraser_eval.report import fpr_figure, metric_bars_figure
+
+        summary = res.summary.copy()
+        num = summary.select_dtypes("number").columns
+        summary[num] = summary[num].round(4)
+        t = res.timings.get("total_s", 0.0)
+        msg = (f"Evaluated {res.config.get('n_annotations')} {A.DATASET_TITLES.get(dataset, dataset)} test annotations "
+               f"in {t:.1f} s with {P.esc(bundle.path)}. Hard rationales: AdapLeR's own (last layer); the others "
+               "take the top-k words, k = the split's mean human rationale length.")
+        if res.warnings:
+            msg += f"  \n{len(res.warnings)} warning(s), e.g. {P.esc(res.warnings[0])}"
+        return (msg, summary, fpr_figure(res.fpr, f"{dataset}: FPR per layer (live, n={n})"),
+                metric_bars_figure(res.summary, f"{dataset}: metrics per method (live, n={n})"))
+    except A.UserError as e:
+        return (str(e), pd.DataFrame(), None, None)
+    except Exception as e:
+        log.exception("live evaluation failed")
+        return (f"The live evaluation failed ({type(e).__name__}: {e}).", pd.DataFrame(), None, None)
+
+
+# --------------------------------------------------------------------------------------------------
+# layout
+
+
+INTRO = """# AdapLeR rationale explorer
+Type a sentence and see, layer by layer, which word pieces a BERT classifier **keeps and which it drops**
+(AdapLeR's learned Contribution Predictors), how that compares with gradient saliency, attention and human
+rationales, and what the dropping saves in compute. Plots have a camera button (PNG); the analysis downloads
+as JSON and CSV."""
+
+
+def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
+               models_dir: str | os.PathLike | None = None, reports_dir: str | os.PathLike | None = None) -> gr.Blocks:
+    state = AppState(model_path, data_dir, models_dir, reports_dir)
+    P.figure([], {})  # loads plotly's template once, not on the first request
+    choices = list(state.models) + [LOCAL_CHOICE]
+    default = state.default_choice
+
+    def model_info(choice, local_path):
+        if choice == LOCAL_CHOICE and not (local_path or "").strip():
+            if not state.models:
+                return ("**No model available.** No shipped model under `assets/models/`; start with "
+                        "`python -m app --model PATH` or enter a local model folder below.")
+            return "Enter the folder of a local AdapLeR (or BERT) classifier."
+        try:
+            b = state.bundle(choice, local_path)
+            return f"Model `{P.esc(b.path)}`: {P.esc(b.describe())} (loaded in {b.load_seconds:.1f} s)."
+        except A.UserError as e:
+            return f"**{P.esc(e)}**"
+        except Exception as e:
+            log.exception("model load failed")
+            return f"**Could not load the model ({P.esc(type(e).__name__)}: {P.esc(e)}).**"
+
+    with gr.Blocks(title="AdapLeR rationale explorer", delete_cache=(1800, 3600)) as demo:
+        gr.Markdown(INTRO, elem_id="intro")
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("Explore", elem_id="tab-explore"):
+                with gr.Row():
+                    picker = gr.Dropdown(choices, value=default, label="Model", elem_id="model-picker", scale=2,
+                                         allow_custom_value=False)
+                    local_path = gr.Textbox(label="Local model folder", placeholder="/path/to/model",
+                                            elem_id="model-path", visible=default == LOCAL_CHOICE, scale=3)
+                info = gr.Markdown(elem_id="model-info")
+                text = gr.Textbox(label="Text", lines=4, max_lines=12, elem_id="input-text",
+                                  placeholder="Type a sentence, or pick an example below")
+                with gr.Row():
+                    scale = gr.Slider(0.0, 3.0, value=1.0, step=0.05, label="Threshold scale (x learned thresholds; "
+                                      "0 = no pruning, higher = more pruning)", elem_id="threshold-scale", scale=4)
+                    analyze_btn = gr.Button("Analyse", variant="primary", elem_id="analyze-btn", scale=1)
+                first = A.task_of(state.models.get(default))  # the default model's task first
+                sentences = sorted(((task, s) for task, ss in state.examples.items() for s in ss),
+                                   key=lambda ts: ts[0] != first)
+                examples = None
+                if sentences:
+                    examples = gr.Examples(examples=[[s] for _, s in sentences], inputs=[text], elem_id="examples",
+                                           label="Examples written for the app", examples_per_page=12)
+                human_state = gr.State(None)
+                with gr.Row(visible=bool(state.human_examples)):
+                    ds_pick = gr.Dropdown(list(state.human_by_title), value=None,
+                                          label="Dataset examples with human rationales (test split)",
+                                          elem_id="dataset-example", scale=4)
+                    ds_btn = gr.Button("Load and analyse", elem_id="load-example-btn", scale=1)
+                status = gr.HTML(elem_id="status")
+                with gr.Row():
+                    pred = gr.Label(label="Prediction (pruned model)", elem_id="prediction", num_top_classes=5)
+                    pred_md = gr.Markdown(elem_id="prediction-details")
+                window = gr.Dropdown(["window 1"], value="window 1", label="Heatmap window (long input)",
+                                     elem_id="window-select", visible=False)
+                heat = gr.Plot(label="Token survival heatmap", elem_id="heatmap")
+                curve = gr.Plot(label="Tokens per layer", elem_id="lengths-plot")
+                gr.Markdown("### Rationales at word level (equal size k)")
+                rat = gr.HTML(elem_id="rationales")
+                metrics_md = gr.Markdown(elem_id="metrics-note")
+                metrics = gr.Dataframe(label="Agreement with the human rationale", elem_id="metrics",
+                                       interactive=False)
+                gr.Markdown("### Speed for this input")
+                speed = gr.Dataframe(label="Unpruned vs pruned", elem_id="speed", interactive=False)
+                speed_md = gr.Markdown(elem_id="speed-note")
+                with gr.Row():
+                    dl_json = gr.DownloadButton("Download analysis (JSON)", elem_id="download-json", visible=False)
+                    dl_csv = gr.DownloadButton("Download words (CSV)", elem_id="download-csv", visible=False)
+                analysis_state = gr.State(None)
+
+            with gr.Tab("ERASER report", elem_id="tab-report"):
+                tasks = A.report_tasks(reports_dir)
+                gr.Markdown("### Shipped ERASER reports")
+                rep_task = gr.Dropdown(tasks, value=tasks[0] if tasks else None, label="Report",
+                                       elem_id="report-task")
+                rep_md = gr.Markdown(elem_id="report-md")
+                rep_table = gr.Dataframe(label="Metrics per method", elem_id="report-table", interactive=False)
+                with gr.Row():
+                    rep_fpr = gr.Plot(label="FPR per layer", elem_id="report-fpr")
+                    rep_bars = gr.Plot(label="Metrics", elem_id="report-bars")
+                rep_images = gr.Gallery(label="Report plots", elem_id="report-images", columns=2, height="auto",
+                                        visible=False)
+                rep_files = gr.File(label="Report files", elem_id="report-files", file_count="multiple")
+                gr.Markdown("### Live evaluation on a few test examples")
+                avail = state.datasets_available()
+                with gr.Row():
+                    live_ds = gr.Dropdown(avail, value=avail[0] if avail else None, label="Dataset",
+                                          elem_id="live-dataset")
+                    live_n = gr.Slider(1, 50, value=10, step=1, label="Examples (N)", elem_id="live-n")
+                    live_btn = gr.Button("Run evaluation", elem_id="live-run", interactive=bool(avail))
+                live_md = gr.Markdown("" if avail else "No ERASER data folder: start the app with `--data-dir` or set "
+                                      "`ADAPLER_DATA_DIR` to run a live evaluation.", elem_id="live-status")
+                live_table = gr.Dataframe(label="Live metrics", elem_id="live-table", interactive=False)
+                with gr.Row():
+                    live_fpr = gr.Plot(label="FPR per layer", elem_id="live-fpr")
+                    live_bars = gr.Plot(label="Metrics", elem_id="live-bars")
+
+            with gr.Tab("About", elem_id="tab-about"):
+                gr.Markdown(ABOUT)
+
+        outputs = [status, pred, pred_md, window, heat, curve, rat, metrics_md, metrics, speed, speed_md,
+                   dl_json, dl_csv, analysis_state]
+
+        def _run(choice, path, txt, sc, human):
+            return run_analysis(state, choice, path, txt, sc, human)
+
+        inputs = [picker, local_path, text, scale, human_state]
+        analyze_btn.click(_run, inputs, outputs, api_name="analyze", concurrency_id="analysis")
+        text.submit(_run, inputs, outputs, api_visibility="private", concurrency_id="analysis")
+        scale.release(_run, inputs, outputs, api_visibility="private", concurrency_id="analysis")
+        window.change(show_window, [analysis_state, window], [heat], api_visibility="private")
+        if examples is not None:
+            examples.load_input_event.then(_run, inputs, outputs, api_visibility="private",
+                                           concurrency_id="analysis")
+
+        def _load_dataset_example(title):
+            ex = state.human_by_title.get(title or "")
+            if ex is None:
+                return gr.update(), None
+            return ex.text, ex
+
+        ds_btn.click(_load_dataset_example, [ds_pick], [text, human_state], api_visibility="private").then(
+            _run, inputs, outputs, api_visibility="private", concurrency_id="analysis")
+
+        def _picker_changed(choice, path):
+            return gr.update(visible=choice == LOCAL_CHOICE), model_info(choice, path)
+
+        picker.change(_picker_changed, [picker, local_path], [local_path, info], api_visibility="private")
+        local_path.submit(model_info, [picker, local_path], [info], api_visibility="private")
+        demo.load(model_info, [picker, local_path], [info], api_visibility="private")
+
+        rep_outputs = [rep_md, rep_table, rep_fpr, rep_bars, rep_images, rep_files]
+        rep_task.change(lambda t: show_report(state, t), [rep_task], rep_outputs, api_visibility="private")
+        demo.load(lambda t: show_report(state, t), [rep_task], rep_outputs, api_visibility="private")
+        live_btn.click(lambda c, p, d, n, progress=gr.Progress(): run_live_eval(state, c, p, d, n, progress),
+                       [picker, local_path, live_ds, live_n], [live_md, live_table, live_fpr, live_bars],
+                       api_name="live_evaluation", concurrency_limit=1)
+
+        def analyze_json(text: str, threshold_scale: float = 1.0, model: str = "", example: str = "") -> dict:
+            """The whole analysis of ``text`` as JSON (tokens, per-layer CP scores and keep masks, rationales,
+            metrics, speed). ``model``: a picker label or a model folder (default: the default model).
+            ``example``: key of a dataset example (``/examples``); its human rationale is used when ``text`` is
+            that example's text."""
+            try:
+                if text is None or not str(text).strip():
+                    raise A.UserError("Type a sentence (or pick an example) to analyse.")
+                human = state.human_by_key.get(example or "")
+                if example and human is None:
+                    raise A.UserError(f"Unknown dataset example {example!r}; see /examples.")
+                bundle = state.bundle(model or None, None)
+                return A.analyze(bundle, str(text), threshold_scale, human).to_dict()
+            except A.UserError as e:
+                return {"error": str(e)}
+            except Exception as e:
+                log.exception("analysis failed")
+                return {"error": f"Something went wrong while analysing this text ({type(e).__name__}: {e})."}
+
+        gr.api(analyze_json, api_name="analyze_json", concurrency_id="analysis")
+
+        def list_examples() -> dict:
+            """Models, sentences written for the app, and dataset examples with human rationales."""
+            return {
+                "models": list(state.models),
+                "sentences": state.examples,
+                "dataset_examples": [{"key": e.key, "title": e.title, "dataset": e.dataset, "label": e.label,
+                                      "text": e.text} for e in state.human_examples],
+            }
+
+        gr.api(list_examples, api_name="examples", queue=False)
+    demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_MAX_SIZE)
+    demo.app_state = state  # for tests and the launcher
+    return demo
+
+
+ABOUT = """### What you see
+* **Token survival heatmap**: rows are encoder layers, columns the word pieces of the input. Before every
+  layer a Contribution Predictor scores the surviving tokens (colour = CP score); tokens below the layer's
+  threshold (red ×) are removed from the sequence, so every later layer runs on a shorter input (grey cells).
+  [CLS] (★) is never removed. Hover a cell for the token, the CP score and the threshold.
+* **Threshold scale** multiplies the learned per-layer thresholds: 0 keeps every token (the unpruned model);
+  larger values prune more. Accuracy, rationale and speed change together.
+* **Rationales**: the AdapLeR rationale is the words kept to the last layer (its soft score: the number of
+  layers a word survives). Saliency (gradient x input) and attention ([CLS] attention of the last layer,
+  attention rollout) select their top-k words with the same k. Word scores are the max over a word's pieces
+  (`eraser_eval.align`, the same alignment as the ERASER evaluation).
+* **Agreement** with a human rationale (dataset examples): token precision/recall/F1, IOU-F1 at 0.5, AUPRC of
+  the soft scores, FPR = share of non-rationale words a method selects (`eraser_eval.metrics`).
+* **Speed**: analytic FLOPs from the per-layer lengths (`adapler.flops`), and measured milliseconds of the
+  unpruned BERT, of AdapLeR with tokens physically dropped, and of the same decisions only masked (no gain).
+* **Long inputs** are split into consecutive windows of the model's maximum length (nothing silently
+  truncated); very long texts are cut with a visible notice.
+"""
