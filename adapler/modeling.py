@@ -93,6 +93,13 @@ class AdapLeRPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _keys_to_ignore_on_load_unexpected = [r"^cls\."]  # MLM heads of pre-training checkpoints
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """As ``PreTrainedModel.from_pretrained``, but fp32 unless ``dtype`` is given: shipped
+        checkpoints are stored in fp16 to halve their size, and CPU inference wants fp32."""
+        kwargs.setdefault("dtype", torch.float32)
+        return super().from_pretrained(*args, **kwargs)
+
     @torch.no_grad()
     def _init_weights(self, module):
         std = self.config.initializer_range
