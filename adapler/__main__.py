@@ -59,6 +59,7 @@ def main(argv=None) -> int:
         "init_model": "fine-tuned model folder to start from", "saliency": "saliency file of the training split",
         "gamma": "weight of the CP KL loss (default: per task)", "phi": "weight of the length loss (default: per task)",
         "cp_lr": "learning rate of the Contribution Predictors", "eta_lr": "learning rate of the thresholds",
+        "anneal": "sharpness schedule: 'epoch' (reference: 10*10^k per epoch) or 'step' (geometric 10 -> 1e5 over the run)",
         "max_drop": "model selection: fastest epoch with val accuracy >= baseline - MAX_DROP"})
     p = sub.add_parser("evaluate", help="accuracy, FLOPs speedup, tokens per layer and wall-clock (JSON report)")
     p.add_argument("--model", required=True, help="AdapLeR model folder")

@@ -42,6 +42,13 @@ def cp_kl_loss(cp_scores: torch.Tensor, saliency: torch.Tensor, attention_mask: 
     return total
 
 
+def sharpness_for_step(step: int, total_steps: int, start: float = 10.0, end: float = 1e5) -> float:
+    """Geometric annealing per step from ``start`` to ``end`` over the run: for short runs (one or two
+    epochs) where the per-epoch schedule would never leave the soft regime."""
+    frac = step / max(total_steps - 1, 1)
+    return float(start * (end / start) ** min(frac, 1.0))
+
+
 def sharpness_for_epoch(epoch: int, epochs: int) -> float:
     """Reference lambda schedule (method doc 3.4): 10*10^k; 10*3^k for 10 epochs; 50*50^k for 3."""
     if epochs == 10:

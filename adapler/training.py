@@ -358,6 +358,7 @@ class TrainArgs:
     limit: int | None = None
     eval_limit: int | None = None
     max_drop: float = 0.01  # selection: fastest epoch whose val accuracy >= baseline - max_drop
+    anneal: str = "epoch"  # sharpness schedule: "epoch" (reference) or "step" (geometric 10 -> 1e5)
     bf16: bool | None = None
     checkpoint_minutes: float = 10.0
     stop_after_steps: int | None = None
@@ -376,10 +377,13 @@ class _AdapLeRLoop(_Loop):
         self.phi = spec.phi if args.phi is None else args.phi
 
     def train_step(self, batch, epoch):
-        from .losses import cp_kl_loss, sharpness_for_epoch
+        from .losses import cp_kl_loss, sharpness_for_epoch, sharpness_for_step
 
         raw = self.acc.unwrap_model(self.model)
-        lam = 1000.0 if self.state.global_step == 0 else sharpness_for_epoch(epoch, self.args.epochs)
+        if self.args.anneal == "step":
+            lam = sharpness_for_step(self.state.global_step, self.steps_per_epoch * self.args.epochs)
+        else:
+            lam = 1000.0 if self.state.global_step == 0 else sharpness_for_epoch(epoch, self.args.epochs)
         labels, sal = batch.pop("labels"), batch.pop("saliency")
         probe = torch.ones_like(raw.theta, requires_grad=True) if raw.theta is not None else None
         self.model.train()
@@ -433,6 +437,8 @@ def train_adapler(args: TrainArgs) -> dict:
     from .evaluation import evaluate_features
     from .modeling import AdapLeRForSequenceClassification
 
+    if args.anneal not in ("epoch", "step"):
+        raise D.DataError(f"--anneal must be 'epoch' or 'step', got {args.anneal!r}")
     set_seed(args.seed)
     out_dir = Path(args.output_dir)
     run_dir = Path(args.run_dir) if args.run_dir else out_dir / "run"

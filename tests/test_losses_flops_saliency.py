@@ -8,7 +8,7 @@ import torch
 from adapler.attention import attention_rollout, cls_attention
 from adapler.flops import (corrected_adapler_flops, corrected_bert_flops, flops_per_example,
                            parity_adapler_flops, parity_bert_flops, parity_lengths, speedup)
-from adapler.losses import cp_kl_loss, sharpness_for_epoch
+from adapler.losses import cp_kl_loss, sharpness_for_epoch, sharpness_for_step
 from adapler.saliency import gradient_x_input
 from conftest import tiny_config
 
@@ -43,6 +43,8 @@ def test_sharpness_schedule():
     assert [sharpness_for_epoch(k, 5) for k in range(3)] == [10, 100, 1000]
     assert [sharpness_for_epoch(k, 3) for k in range(3)] == [50, 2500, 125000]
     assert sharpness_for_epoch(2, 10) == 90
+    assert sharpness_for_step(0, 100) == 10 and sharpness_for_step(99, 100) == pytest.approx(1e5)
+    assert sharpness_for_step(33, 100) == pytest.approx(100, rel=0.01)
 
 
 def test_parity_formula_known_value():
