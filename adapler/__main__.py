@@ -75,6 +75,16 @@ def main(argv=None) -> int:
                    help="also report attention top-k pruning at the same FLOPs")
     p.add_argument("--sweep", default="", help="comma-separated threshold scales: accuracy/speedup Pareto points")
     p.add_argument("--json", default=None, help="also write the report to this file")
+    p = sub.add_parser("calibrate", help="scale the learned thresholds for max speedup within --max-drop of the baseline")
+    p.add_argument("--model", required=True, help="AdapLeR model folder")
+    p.add_argument("--baseline", required=True, help="fine-tuned baseline folder (its accuracy is the reference)")
+    p.add_argument("--task", required=True, help=COMMON_HELP["task"])
+    p.add_argument("--split", default="val", help="calibration split (keep the test split for reporting)")
+    p.add_argument("--data-dir", default=None, help=COMMON_HELP["data_dir"])
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--max-drop", type=float, default=0.01)
+    p.add_argument("--scales", default="0.25,0.5,0.75,1,1.25,1.5,2")
+    p.add_argument("--output-dir", required=True, help="where the calibrated model is written")
     args = parser.parse_args(argv)
     try:
         if args.command == "finetune":
@@ -88,6 +98,10 @@ def main(argv=None) -> int:
             kwargs = {k: v for k, v in vars(args).items() if k != "command"}
             result = training.train_adapler(training.TrainArgs(**kwargs))
             print(json.dumps({k: v for k, v in result.items() if k != "args"}, indent=2))
+        elif args.command == "calibrate":
+            from .evaluation import calibrate_command
+
+            print(json.dumps(calibrate_command(args), indent=2))
         elif args.command == "evaluate":
             from .evaluation import evaluate_command
 

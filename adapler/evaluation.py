@@ -130,3 +130,43 @@ def evaluate_command(model_path, task, split, data_dir=None, limit=None, baselin
     if sweep:
         report["threshold_sweep"] = threshold_sweep(model, features, sweep)
     return report
+
+
+def calibrate_thresholds(model, features, baseline_accuracy: float, max_drop: float = 0.01,
+                         scales=(0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)) -> dict:
+    """Pick the threshold scale with the highest FLOPs speedup whose accuracy on ``features`` is
+    >= ``baseline_accuracy - max_drop`` (model selection of method doc 4.5 extended to the scale),
+    and bake it into ``model.eta``. Returns the sweep and the choice (scale 1 if none qualifies)."""
+    points = threshold_sweep(model, features, scales)
+    ok = [p for p in points if p["accuracy"] >= baseline_accuracy - max_drop]
+    chosen = max(ok, key=lambda p: p["speedup_corrected"]) if ok else \
+        next(p for p in points if p["threshold_scale"] == 1.0) if 1.0 in scales else points[-1]
+    with torch.no_grad():
+        model.eta.mul_(chosen["threshold_scale"])
+    return {"sweep": points, "chosen": chosen, "constraint_met": bool(ok),
+            "baseline_accuracy": baseline_accuracy, "max_drop": max_drop}
+
+
+def calibrate_command(args) -> dict:
+    """``python -m adapler calibrate``: writes the calibrated model and ``calibration.json``."""
+    import json
+    from pathlib import Path
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .modeling import AdapLeRForSequenceClassification
+    from .training import load_features, predict_logits
+
+    model = AdapLeRForSequenceClassification.from_pretrained(args.model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    features = load_features(args.task, args.split, tokenizer, args.data_dir, args.limit)
+    baseline = AutoModelForSequenceClassification.from_pretrained(args.baseline).eval()
+    base_acc = example_accuracy(features, predict_logits(baseline, features))["accuracy"]
+    result = calibrate_thresholds(model, features, base_acc, args.max_drop,
+                                  [float(x) for x in args.scales.split(",")])
+    result.update({"split": args.split, "source_model": str(args.model)})
+    out = Path(args.output_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "calibration.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -34,10 +34,11 @@ DATA = {
 }
 
 
-def ship(out_dir: Path, task: str, eval_json: Path | None, command: str, card_only: bool = False) -> Path:
+def ship(out_dir: Path, task: str, eval_json: Path | None, command: str, card_only: bool = False,
+         model_dir: str = "adapler") -> Path:
     dest = REPO / "assets" / "models" / task
     if not card_only:
-        copy_weights(out_dir, dest)
+        copy_weights(out_dir / model_dir, dest)
     train_log = json.loads((out_dir / "adapler" / "train_log.json").read_text())
     ft_log = json.loads((out_dir / "ft" / "finetune_log.json").read_text())
     (dest / "train_log.json").write_text(json.dumps({"finetune": ft_log, "adapler": train_log}, indent=2))
@@ -48,10 +49,10 @@ def ship(out_dir: Path, task: str, eval_json: Path | None, command: str, card_on
     return dest
 
 
-def copy_weights(out_dir: Path, dest: Path) -> None:
+def copy_weights(src: Path, dest: Path) -> None:
     if dest.exists():
         shutil.rmtree(dest)
-    model = AdapLeRForSequenceClassification.from_pretrained(out_dir / "adapler")
+    model = AdapLeRForSequenceClassification.from_pretrained(src)
     model.bert.half()  # the bulk of the weights; CPs, eta, theta and the classifier stay fp32
     model.save_pretrained(dest)
     cfg = json.loads((dest / "config.json").read_text())
@@ -59,7 +60,9 @@ def copy_weights(out_dir: Path, dest: Path) -> None:
     (dest / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     from transformers import AutoTokenizer
 
-    AutoTokenizer.from_pretrained(out_dir / "adapler").save_pretrained(dest)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dest)
+    if (src / "calibration.json").exists():
+        shutil.copy(src / "calibration.json", dest / "calibration.json")
 
 
 def _fmt_eval(report: dict) -> str:
@@ -94,6 +97,15 @@ def card(task, train_log, ft_log, report, command) -> str:
     hist = "\n".join(f"| {r['epoch']} | {r['val_accuracy']:.4f} | {r['val_speedup']:.2f}x | {r['val_speedup_parity']:.2f}x |"
                      for r in train_log["history"])
     args = train_log["args"]
+    calibration = ""
+    cal_path = REPO / "assets" / "models" / task / "calibration.json"
+    if cal_path.exists():
+        cal = json.loads(cal_path.read_text())
+        c = cal["chosen"]
+        calibration = (f"\nThreshold calibration (`python -m adapler calibrate` on `{cal['split']}`): thresholds "
+                       f"scaled by {c['threshold_scale']} (accuracy {c['accuracy']:.4f}, corrected speedup "
+                       f"{c['speedup_corrected']:.2f}x on that split; baseline {cal['baseline_accuracy']:.4f}, "
+                       f"constraint met: {cal['constraint_met']}). Sweep in `calibration.json`.")
     return f"""---
 library_name: transformers
 tags: [adapler, token-pruning, bert, text-classification]
@@ -125,6 +137,7 @@ phi {train_log['phi']}, lr {args['lr']}, CP lr {args['cp_lr']}, eta lr {args['et
 fine-tuned checkpoint. Selection (method doc 4.5): the fastest epoch whose validation accuracy is within
 {args['max_drop']} of the baseline's {train_log['baseline_val_accuracy']:.4f}
 (constraint met: {train_log['selection_constraint_met']}); selected epoch {sel}.
+{calibration}
 
 | epoch | val accuracy | val FLOPs speedup (corrected) | (parity) |
 |---|---|---|---|
@@ -144,9 +157,10 @@ def main():
     ap.add_argument("--eval-json", type=Path, default=None)
     ap.add_argument("--command", default="scripts/pipeline.sh TASK OUT_DIR ...")
     ap.add_argument("--card-only", action="store_true", help="rewrite README.md/train_log.json only")
+    ap.add_argument("--model-dir", default="adapler", help="subfolder of OUT_DIR to ship (e.g. adapler-cal)")
     args = ap.parse_args()
     torch.manual_seed(0)
-    ship(args.out_dir, args.task, args.eval_json, args.command, args.card_only)
+    ship(args.out_dir, args.task, args.eval_json, args.command, args.card_only, args.model_dir)
 
 
 if __name__ == "__main__":

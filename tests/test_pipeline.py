@@ -65,6 +65,22 @@ def test_evaluate_report(pipeline):
     assert low["threshold_scale"] == 0.5 and high["speedup_corrected"] >= low["speedup_corrected"]
 
 
+def test_calibrate_scales_thresholds(pipeline, data_dir, tmp_path):
+    out, _ = pipeline
+    assert main(["calibrate", "--task", "sst2", "--data-dir", str(data_dir), "--model", str(out / "adapler"),
+                 "--baseline", str(out / "ft"), "--limit", "24", "--scales", "0.5,1,3",
+                 "--output-dir", str(tmp_path / "cal")]) == 0
+    cal = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    scale = cal["chosen"]["threshold_scale"]
+    assert [p["threshold_scale"] for p in cal["sweep"]] == [0.5, 1.0, 3.0]
+    if cal["constraint_met"]:
+        ok = [p for p in cal["sweep"] if p["accuracy"] >= cal["baseline_accuracy"] - 0.01]
+        assert cal["chosen"]["speedup_corrected"] == max(p["speedup_corrected"] for p in ok)
+    before = AdapLeRForSequenceClassification.from_pretrained(out / "adapler").eta
+    after = AdapLeRForSequenceClassification.from_pretrained(tmp_path / "cal").eta
+    assert torch.allclose(after, before * scale)
+
+
 def test_resume_gives_the_same_weights(pipeline, tmp_path):
     out, train = pipeline
     interrupted = [*train, "--output-dir", str(tmp_path / "b"), "--run-dir", str(tmp_path / "b-run")]
