@@ -158,9 +158,23 @@ def main():
     ap.add_argument("--command", default="scripts/pipeline.sh TASK OUT_DIR ...")
     ap.add_argument("--card-only", action="store_true", help="rewrite README.md/train_log.json only")
     ap.add_argument("--model-dir", default="adapler", help="subfolder of OUT_DIR to ship (e.g. adapler-cal)")
+    ap.add_argument("--slice-check", default=None, metavar="SPLIT:N",
+                    help="record accuracy/speedup of the shipped model on the first N of SPLIT (tests reproduce it)")
     args = ap.parse_args()
     torch.manual_seed(0)
     ship(args.out_dir, args.task, args.eval_json, args.command, args.card_only, args.model_dir)
+    if args.slice_check:
+        import os
+
+        sys.path.insert(0, str(REPO / "tests"))
+        from test_shipped_models import slice_report
+
+        split, n = args.slice_check.split(":")
+        dest = REPO / "assets" / "models" / args.task
+        r = slice_report(dest, Path(os.environ["ADAPLER_DATA_DIR"]), args.task, split, int(n))
+        check = {"split": split, "limit": int(n), "accuracy": r["accuracy"], "speedup_corrected": r["speedup_corrected"]}
+        (dest / "slice_check.json").write_text(json.dumps(check, indent=2) + "\n")
+        print("slice check", check)
 
 
 if __name__ == "__main__":
