@@ -128,9 +128,13 @@ def _local_hatexplain(root: Path, split: str) -> list[dict]:
 
 
 def _local_movies(root: Path, split: str) -> list[dict]:
+    """Reviews interleaved by class (negR_000, posR_000, negR_001, ...): the ERASER files list all
+    negative reviews first, so a plain ``--limit N`` would otherwise take one class only."""
     base = root / "movies"
     out = []
-    for row in _read_jsonl(base / f"{split}.jsonl"):
+    rows = _read_jsonl(base / f"{split}.jsonl")
+    rows.sort(key=lambda r: (int("".join(c for c in r["annotation_id"] if c.isdigit()) or 0), r["annotation_id"]))
+    for row in rows:
         docid = row["annotation_id"]
         lines = _need(base / "docs" / docid).read_text(encoding="utf-8").splitlines()
         text = " ".join(line.strip() for line in lines if line.strip())

@@ -112,6 +112,8 @@ def test_local_loaders_read_real_data(data_dir):
     assert len(hx) == 1924 and {e["label"] for e in hx} == {0, 1, 2}
     mv = D.load_examples("movies", "test", data_dir)
     assert len(mv) == 199 and mv[0]["id"].endswith(".txt")
+    first = D.load_examples("movies", "val", data_dir, limit=10)
+    assert {e["label"] for e in first} == {0, 1}  # classes interleaved, so a --limit keeps both
 
 
 def test_windows_cover_long_documents(base_tokenizer):
