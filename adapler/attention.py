@@ -72,7 +72,7 @@ def attention_topk_logits(model, batch: dict, fractions) -> tuple[torch.Tensor, 
     hidden = bert.embeddings(input_ids=ids, token_type_ids=batch.get("token_type_ids"))
     store: list = []
     with model._eager_attention(True):
-        for l, layer in enumerate(bert.encoder.layer):
+        for l in range(len(bert.encoder.layer)):
             if l > 0:
                 score = received_attention(store[-1], alive).masked_fill(~alive, -1.0)
                 score[:, 0] = float("inf")

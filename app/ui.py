@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+
 import gradio as gr
 import numpy as np
 import pandas as pd

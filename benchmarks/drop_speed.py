@@ -116,8 +116,8 @@ def main():
             lens = out.layer_lengths.tolist()
             fs = speedup([corrected_bert_flops(n, model.config) for n in n_in],
                          [corrected_adapler_flops(n, ls, model.config) for n, ls in zip(n_in, lens)])
-            t_base, t_drop = time_pair(lambda: base(**inputs), lambda: model(**inputs, mode="drop", thresholds=eta),
-                                       args.repeats)
+            t_base, t_drop = time_pair(lambda x=inputs: base(**x),
+                                       lambda x=inputs, e=eta: model(**x, mode="drop", thresholds=e), args.repeats)
             mean_lens = "/".join(f"{x:.0f}" for x in out.layer_lengths.mean(0).tolist())
             ms = speedup([t_base], [t_drop])
             print(f"| {batch} | {length} | {mean_lens} | {fs:.2f}x | {1000 * t_base:.1f} | {1000 * t_drop:.1f} "

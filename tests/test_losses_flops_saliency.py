@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from adapler.attention import attention_rollout, cls_attention
-from adapler.flops import (corrected_adapler_flops, corrected_bert_flops, flops_per_example,
-                           parity_adapler_flops, parity_bert_flops, parity_lengths, speedup)
+from adapler.flops import (
+    corrected_adapler_flops,
+    corrected_bert_flops,
+    flops_per_example,
+    parity_adapler_flops,
+    parity_bert_flops,
+    parity_lengths,
+    speedup,
+)
 from adapler.losses import cp_kl_loss, sharpness_for_epoch, sharpness_for_step
 from adapler.saliency import gradient_x_input
 from conftest import tiny_config
