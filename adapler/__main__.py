@@ -85,6 +85,8 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--max-drop", type=float, default=0.01)
     p.add_argument("--scales", default="0.25,0.5,0.75,1,1.25,1.5,2")
+    p.add_argument("--min-speedup", type=float, default=None,
+                   help="if no scale stays within --max-drop: the most accurate scale with at least this FLOPs speedup")
     p.add_argument("--output-dir", required=True, help="where the calibrated model is written")
     args = parser.parse_args(argv)
     try:

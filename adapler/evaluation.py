@@ -133,18 +133,24 @@ def evaluate_command(model_path, task, split, data_dir=None, limit=None, baselin
 
 
 def calibrate_thresholds(model, features, baseline_accuracy: float, max_drop: float = 0.01,
-                         scales=(0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)) -> dict:
+                         scales=(0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0), min_speedup: float | None = None) -> dict:
     """Pick the threshold scale with the highest FLOPs speedup whose accuracy on ``features`` is
     >= ``baseline_accuracy - max_drop`` (model selection of method doc 4.5 extended to the scale),
-    and bake it into ``model.eta``. Returns the sweep and the choice (scale 1 if none qualifies)."""
+    and bake it into ``model.eta``. When no scale qualifies: with ``min_speedup``, the most accurate
+    scale reaching that corrected speedup; else scale 1 (the learned thresholds)."""
     points = threshold_sweep(model, features, scales)
     ok = [p for p in points if p["accuracy"] >= baseline_accuracy - max_drop]
-    chosen = max(ok, key=lambda p: p["speedup_corrected"]) if ok else \
-        next(p for p in points if p["threshold_scale"] == 1.0) if 1.0 in scales else points[-1]
+    fast = [p for p in points if min_speedup and p["speedup_corrected"] >= min_speedup]
+    if ok:
+        chosen = max(ok, key=lambda p: p["speedup_corrected"])
+    elif fast:
+        chosen = max(fast, key=lambda p: (p["accuracy"], p["speedup_corrected"]))
+    else:
+        chosen = min(points, key=lambda p: abs(p["threshold_scale"] - 1.0))
     with torch.no_grad():
         model.eta.mul_(chosen["threshold_scale"])
     return {"sweep": points, "chosen": chosen, "constraint_met": bool(ok),
-            "baseline_accuracy": baseline_accuracy, "max_drop": max_drop}
+            "baseline_accuracy": baseline_accuracy, "max_drop": max_drop, "min_speedup": min_speedup}
 
 
 def calibrate_command(args) -> dict:
@@ -163,7 +169,7 @@ def calibrate_command(args) -> dict:
     baseline = AutoModelForSequenceClassification.from_pretrained(args.baseline).eval()
     base_acc = example_accuracy(features, predict_logits(baseline, features))["accuracy"]
     result = calibrate_thresholds(model, features, base_acc, args.max_drop,
-                                  [float(x) for x in args.scales.split(",")])
+                                  [float(x) for x in args.scales.split(",")], args.min_speedup)
     result.update({"split": args.split, "source_model": str(args.model)})
     out = Path(args.output_dir)
     model.save_pretrained(out)

@@ -105,7 +105,10 @@ def card(task, train_log, ft_log, report, command) -> str:
         calibration = (f"\nThreshold calibration (`python -m adapler calibrate` on `{cal['split']}`): thresholds "
                        f"scaled by {c['threshold_scale']} (accuracy {c['accuracy']:.4f}, corrected speedup "
                        f"{c['speedup_corrected']:.2f}x on that split; baseline {cal['baseline_accuracy']:.4f}, "
-                       f"constraint met: {cal['constraint_met']}). Sweep in `calibration.json`.")
+                       f"accuracy constraint met: {cal['constraint_met']}"
+                       + ("" if cal["constraint_met"] or not cal.get("min_speedup") else
+                          f"; none met it, so the most accurate scale reaching {cal['min_speedup']}x was taken")
+                       + "). Sweep in `calibration.json`.")
     return f"""---
 library_name: transformers
 tags: [adapler, token-pruning, bert, text-classification]
