@@ -4,15 +4,20 @@ Flow (each model pass runs once, batched over all documents, cached on disk):
 
 1. load + validate the split (:mod:`eraser_eval.data`), align every document to word pieces
    (:mod:`eraser_eval.align`);
-2. unpruned forward -> document class probabilities (mean over windows) and, when an attention
-   method is asked for, [CLS] attention and rollout; the predicted class is the target of saliency
-   and of every faithfulness score;
+2. ONE unpruned pass (forward, plus a backward when saliency is asked for) -> document class
+   probabilities (mean over windows), gradient x input for the predicted class (the target of
+   saliency and of every faithfulness score) and, when an attention method is asked for, [CLS]
+   attention and rollout;
 3. each method's rationale over document tokens (:mod:`eraser_eval.methods`); hard rationale = the
    method's own (AdapLeR at ``layer``; an imported file's spans) or top-k of its soft scores with
    k = the split's mean human rationale length;
 4. faithfulness: the rationale (or the top 1/5/10/20/50% of tokens) is removed from / kept in the
-   document's words, the remaining words are re-tokenised with the same alignment and windows, and
-   the model (unpruned by default) is run again;
+   document's words; the input is the document's word pieces with the removed words' pieces
+   deleted (:meth:`eraser_eval.align.Alignment.subset`, identical to re-tokenising the remaining
+   words, since every word is tokenised on its own), cut into windows as usual, and the model
+   (unpruned by default) is run again. All inputs of all methods and bins are batched together by
+   length; every distinct window is run once (a window equal to one of the full document's, or to
+   another input's, is reused);
 5. ERASER result records are built, then scored from the records exactly as ERASER's scorer would
    (so an exported file re-scores to the same numbers), plus FPR per layer and accuracy.
 """
@@ -72,6 +77,7 @@ class EvaluationResult:
     docs: list[DocInput] = field(repr=False, default_factory=list)
     alignment: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    work: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -85,6 +91,7 @@ class EvaluationResult:
             "methods": self.metrics,
             "alignment": self.alignment,
             "timings": self.timings,
+            "work": self.work,
             "warnings": self.warnings[:50],
             "n_warnings": len(self.warnings),
         })
@@ -382,22 +389,30 @@ def evaluate(
         warnings.append(f"{align_stats['lost_tokens']} document tokens produce no word piece (lost; score 0)")
     k_hard = max(1, round(ds.mean_rationale_length))
 
-    # ---- predictions on the full documents
+    # ---- predictions on the full documents, and everything else the unpruned model gives: one pass
     full_probs: list[np.ndarray] | None = None
-    base_att = None
+    targets: list[int] | None = None
+    unpruned = None
     t = time.perf_counter()
     if engine is not None:
-        need_att = any(m.needs_attention for m in method_objs)
-        base = engine.base(docs, attention=need_att)
-        if need_att:
-            base_att = base
+        need = {x for m in method_objs for x in m.unpruned_outputs}
+        flags = {"saliency": "saliency" in need, "attention": "attention" in need, "rollout": "rollout" in need}
         if engine.faithfulness_threshold_scale == 0.0:
-            full_probs = [b["probs"] for b in base]
+            # probabilities, saliency for the predicted class and attention scores from one forward (+ backward)
+            unpruned = engine.unpruned(docs, **flags)
+            full_probs = [u["probs"] for u in unpruned]
+            targets = [int(np.argmax(p)) for p in full_probs]
         else:
+            if (engine.is_adapler and engine.faithfulness_threshold_scale == engine.threshold_scale
+                    and (fpr or any(isinstance(m, AdapLeRMethod) for m in method_objs))):
+                engine.adapler(docs)  # the same pruned windows: predict() below reuses them
             full_probs = engine.predict([(d.alignment, d.query_ids) for d in docs], stage="faithfulness (full)")
+            targets = [int(np.argmax(p)) for p in full_probs]
+            if need:
+                unpruned = engine.unpruned(docs, targets=targets, **flags)
     timings["forward_full_s"] = time.perf_counter() - t
-    targets = [int(np.argmax(p)) for p in full_probs] if full_probs is not None else None
-    context = {"targets": targets, "base_attention": base_att}
+    with_attention = any(x in ("attention", "rollout") for m in method_objs for x in m.unpruned_outputs)
+    context = {"targets": targets, "base_attention": unpruned if with_attention else None}
 
     # ---- rationales
     outputs: dict[str, list[MethodOutput]] = {}
@@ -542,6 +557,9 @@ def evaluate(
     timings["total_s"] = time.perf_counter() - t_start
     if engine is not None:
         timings["windows_run"] = engine.forward_windows
+        timings["tokens_run"] = int(sum(s["tokens"] for s in engine.stats.values()))
+        timings["padded_tokens_run"] = int(sum(s["padded_tokens"] for s in engine.stats.values()))
+        timings["faithfulness_inputs"] = len(requests)
     prog.close()
 
     config = {
@@ -575,6 +593,7 @@ def evaluate(
         dataset=dataset, split=split, config=config, metrics=all_metrics, summary=summary, fpr=fpr_df,
         examples=examples, records=records, outputs=outputs, docs=docs, alignment=align_stats,
         timings=timings, warnings=warnings,
+        work={k: dict(v) for k, v in engine.stats.items()} if engine is not None else {},
     )
     if out_dir is not None:
         from .report import write_report
