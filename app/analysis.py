@@ -493,9 +493,12 @@ def analyze(bundle: ModelBundle, text: str, threshold_scale: float = 1.0,
         # ---- rationale methods: the same objects the ERASER runner uses, on the shared engine
         t = time.perf_counter()
         engine.threshold_scale = scale
-        base = engine.base([doc], attention=True)
-        probs_full = np.asarray(base[0]["probs"], dtype=np.float64)
-        context = {"targets": [int(np.argmax(probs_full))], "base_attention": base}
+        # one unpruned forward + backward gives probabilities, saliency (predicted class) and attention;
+        # the methods below read it from the engine's cache
+        full = engine.unpruned([doc], saliency=True, attention=True, rollout=True)[0]
+        base = [{k: full[k] for k in ("probs", "attention", "rollout")}]
+        probs_full = np.asarray(full["probs"], dtype=np.float64)
+        context = {"targets": [int(full["target"])], "base_attention": base}
         # the AdapLeR method reads the timed drop pass above (same windows, same scale): no second run
         own = _OwnAdapLeRPass(engine, [{
             "probs": np.mean([r.probs for r in results], axis=0),

@@ -419,3 +419,23 @@ def test_no_model_available_gives_message(env):
     assert "No model is available" in out[0] and "--model" in out[0]
     out = ui.run_analysis(state, ui.LOCAL_CHOICE, str(env["model"]), "hello", 1.0, None)  # a local folder works
     assert out[0] == "" and set(out[1]) == {"negative", "positive"}
+
+
+def test_one_unpruned_pass_per_analysis(tmp_path):
+    """Probabilities, saliency and both attention scores of one analysis come from a single unpruned
+    forward + backward: the engine runs each window of the text once, not once per method."""
+    import numpy as np
+
+    from app.analysis import analyze, load_bundle
+
+    bundle = load_bundle(make_tiny_model(tmp_path / "model"))
+    bundle.engine.stats.clear()
+    text = "an entirely new sentence that the warm-up never saw , with a few more words"
+    out = analyze(bundle, text, 1.0)
+    unpruned = {k: v for k, v in bundle.engine.stats.items() if k.startswith("forward (unpruned)")}
+    assert list(unpruned) == ["forward (unpruned) + saliency + attention"]
+    assert unpruned["forward (unpruned) + saliency + attention"]["windows"] == 1
+    words = len(text.split())
+    for name in ("saliency", "attention", "attention_rollout"):
+        scores = out.methods[name]["scores"]
+        assert scores.shape == (words,) and np.isfinite(scores).all() and scores.max() > 0
