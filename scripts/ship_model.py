@@ -67,7 +67,7 @@ def copy_weights(src: Path, dest: Path) -> None:
 
 def _fmt_eval(report: dict) -> str:
     a, b = report["adapler"], report["baseline"]
-    lines = [f"Evaluated with `python -m adapler evaluate` on `{report['split']}` "
+    lines = [f"Evaluated with `python -m adapler evaluate --model {report['model']}` on `{report['split']}` "
              f"({a['examples']} examples):", "",
              "| model | accuracy | macro-F1 | FLOPs speedup (corrected) | FLOPs speedup (parity) |",
              "|---|---|---|---|---|",
@@ -79,9 +79,11 @@ def _fmt_eval(report: dict) -> str:
         lines.append(f"| attention top-k, same FLOPs | {t['accuracy']:.4f} | {t['macro_f1']:.4f} "
                      f"| {t['speedup_corrected']:.2f}x | - |")
     lines += ["", f"Mean tokens per layer: {a['mean_tokens_per_layer']} (input: {a['mean_input_tokens']})."]
+    own = b.get("source") == "same weights, no pruning"
+    against = "the same weights unpruned" if own else "the fine-tuned baseline (`OUT/ft`)"
     if "wall_clock" in a:
-        lines += ["", "Measured wall-clock of `drop` against the same weights unpruned (2-core CPU, see "
-                  "BENCHMARKS.md): " + "; ".join(
+        lines += ["", f"Measured wall-clock of `drop` against {against} (2-core CPU, side by side on the same "
+                  "batches; see BENCHMARKS.md for the machine load): " + "; ".join(
                       f"batch {w['batch_size']}: {w['speedup']:.2f}x ({w['adapler_ms_per_example']:.1f} vs "
                       f"{w['baseline_ms_per_example']:.1f} ms/example)" for w in a["wall_clock"]) + "."]
     if report.get("threshold_sweep"):
