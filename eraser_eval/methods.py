@@ -786,7 +786,6 @@ class RationaleMethod:
 
     name: str = ""
     needs_model: bool = True
-    needs_attention: bool = False
     #: what the method reads from the unpruned pass (``Engine.unpruned``): "saliency", "attention", "rollout"
     unpruned_outputs: tuple[str, ...] = ()
 
@@ -848,7 +847,6 @@ class SaliencyMethod(RationaleMethod):
 
 
 class AttentionMethod(RationaleMethod):
-    needs_attention = True
 
     def __init__(self, rollout: bool = False):
         self.rollout = rollout

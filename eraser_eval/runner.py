@@ -411,8 +411,7 @@ def evaluate(
             if need:
                 unpruned = engine.unpruned(docs, targets=targets, **flags)
     timings["forward_full_s"] = time.perf_counter() - t
-    with_attention = any(x in ("attention", "rollout") for m in method_objs for x in m.unpruned_outputs)
-    context = {"targets": targets, "base_attention": unpruned if with_attention else None}
+    context = {"targets": targets, "base_attention": unpruned}  # attention methods read their key from it
 
     # ---- rationales
     outputs: dict[str, list[MethodOutput]] = {}
