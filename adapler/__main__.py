@@ -38,6 +38,9 @@ COMMON_HELP = {
 }
 
 
+SPLIT_HELP = "train, val or test, or a slice of one as in `datasets`: train[36000:], val[:100]"
+
+
 def main(argv=None) -> int:
     from . import training
 
@@ -49,7 +52,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("saliency", help="gradient x input saliency file, keyed by example id (step 2)")
     p.add_argument("--model", nargs="+", required=True, help="fine-tuned model folder(s); several are averaged")
     p.add_argument("--task", required=True, help=COMMON_HELP["task"])
-    p.add_argument("--split", default="train")
+    p.add_argument("--split", default="train", help=SPLIT_HELP)
     p.add_argument("--output", required=True, help="saliency file to write (safetensors)")
     p.add_argument("--data-dir", default=None, help=COMMON_HELP["data_dir"])
     p.add_argument("--limit", type=int, default=None, help="first N examples only")
@@ -65,7 +68,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("evaluate", help="accuracy, FLOPs speedup, tokens per layer and wall-clock (JSON report)")
     p.add_argument("--model", required=True, help="AdapLeR model folder")
     p.add_argument("--task", required=True, help=COMMON_HELP["task"])
-    p.add_argument("--split", default="val")
+    p.add_argument("--split", default="val", help=SPLIT_HELP)
     p.add_argument("--data-dir", default=None, help=COMMON_HELP["data_dir"])
     p.add_argument("--limit", type=int, default=None, help="first N examples only")
     p.add_argument("--baseline", default=None, help="fine-tuned baseline folder (accuracy and timing); "
@@ -80,7 +83,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", required=True, help="AdapLeR model folder")
     p.add_argument("--baseline", required=True, help="fine-tuned baseline folder (its accuracy is the reference)")
     p.add_argument("--task", required=True, help=COMMON_HELP["task"])
-    p.add_argument("--split", default="val", help="calibration split (keep the test split for reporting)")
+    p.add_argument("--split", default="val", help=SPLIT_HELP + "; keep the reported split out of calibration where you can")
     p.add_argument("--data-dir", default=None, help=COMMON_HELP["data_dir"])
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--max-drop", type=float, default=0.01)

@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,13 +67,22 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
 def load_examples(task: str, split: str, data_dir=None, limit: int | None = None) -> list[dict]:
     """Examples of one split, from the data folder when there is one, else from the Hub."""
     spec = get_task(task)
-    if split not in SPLIT_ALIASES:
-        raise DataError(f"unknown split {split!r}; use train, val (validation) or test")
-    split = SPLIT_ALIASES[split]
+    split, rows = parse_split(split)
     root = resolve_data_dir(data_dir)
     loader = _LOCAL[spec.name] if root is not None else _HUB[spec.name]
-    examples = loader(root, split) if root is not None else loader(split)
+    examples = (loader(root, split) if root is not None else loader(split))[rows]
     return examples[:limit] if limit else examples
+
+
+def parse_split(split: str) -> tuple[str, slice]:
+    """``"train"`` -> ("train", all rows); ``"train[36000:]"`` -> ("train", rows 36000 on), as the
+    ``datasets`` split syntax: e.g. calibrate on training examples that AdapLeR training never saw."""
+    m = re.fullmatch(r"(\w+)(?:\[(-?\d*):(-?\d*)\])?", split.strip())
+    if not m or m.group(1) not in SPLIT_ALIASES:
+        raise DataError(f"unknown split {split!r}; use train, val (validation) or test, "
+                        "optionally sliced like train[36000:]")
+    start, stop = (int(x) if x else None for x in m.group(2, 3))
+    return SPLIT_ALIASES[m.group(1)], slice(start, stop)
 
 
 # ---------------------------------------------------------------- local files
