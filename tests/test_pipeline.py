@@ -116,7 +116,6 @@ def test_local_loaders_read_real_data(data_dir):
     assert {e["label"] for e in first} == {0, 1}  # classes interleaved, so a --limit keeps both
 
 
-
 def test_split_slices_pick_rows_like_datasets(data_dir):
     full = D.load_examples("sst2", "train", data_dir)
     tail = D.load_examples("sst2", "train[67000:]", data_dir)
@@ -125,6 +124,7 @@ def test_split_slices_pick_rows_like_datasets(data_dir):
         [e["id"] for e in D.load_examples("sst2", "val", data_dir)[10:13]]
     with pytest.raises(D.DataError, match="unknown split"):
         D.load_examples("sst2", "train[a:b]", data_dir)
+
 
 def test_windows_cover_long_documents(base_tokenizer):
     ex = [{"id": "d", "text": "word " * 1200, "label": 1}]
