@@ -50,7 +50,8 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("finetune", help="fine-tune a plain BERT classifier (pipeline step 1)")
     _add_dataclass_args(p, training.FinetuneArgs, {
-        **COMMON_HELP, "base_model": "BERT checkpoint folder or Hub id, or an AdapLeR folder (its encoder and classifier) (default: embedded all-MiniLM-L6-v2)"})
+        **COMMON_HELP, "base_model": "BERT checkpoint folder or Hub id, or an AdapLeR folder (its encoder "
+                       "and classifier) (default: embedded all-MiniLM-L6-v2)"})
     p = sub.add_parser("saliency", help="gradient x input saliency file, keyed by example id (step 2)")
     p.add_argument("--model", nargs="+", required=True, help="fine-tuned model folder(s); several are averaged")
     p.add_argument("--task", required=True, help=COMMON_HELP["task"])

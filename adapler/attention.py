@@ -71,7 +71,7 @@ def attention_topk_logits(model, batch: dict, fractions) -> tuple[torch.Tensor, 
     lengths = torch.zeros(B, len(fractions))
     hidden = bert.embeddings(input_ids=ids, token_type_ids=batch.get("token_type_ids"))
     store: list = []
-    with model._eager_attention(True):
+    with model.eager_attention(True):
         for l in range(len(bert.encoder.layer)):
             if l > 0:
                 score = received_attention(store[-1], alive).masked_fill(~alive, -1.0)
@@ -83,8 +83,8 @@ def attention_topk_logits(model, batch: dict, fractions) -> tuple[torch.Tensor, 
                     alive[b] &= keep
             lengths[:, l] = alive.sum(-1)
             bias = torch.where(alive, 0.0, -10000.0)
-            hidden = model._run_layer(l, hidden, bias, store)
-    return model._classify(hidden), lengths
+            hidden = model.run_layer(l, hidden, bias, store)
+    return model.classify(hidden), lengths
 
 
 def attention_topk_at_flops(model, features, adapler_report: dict, batch_size: int = 32) -> dict:

@@ -153,8 +153,9 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
         return eta.float() * threshold_scale
 
     @contextlib.contextmanager
-    def _eager_attention(self, enabled: bool):
-        """Attention probabilities need the eager kernel (SDPA returns none)."""
+    def eager_attention(self, enabled: bool = True):
+        """Context in which layers use the eager attention kernel, the only one that returns
+        attention probabilities (SDPA returns none)."""
         old = self.config._attn_implementation
         if enabled:
             self.config._attn_implementation = "eager"
@@ -163,8 +164,11 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
         finally:
             self.config._attn_implementation = old
 
-    def _run_layer(self, l: int, hidden: torch.Tensor, key_bias: torch.Tensor, attn_store: list | None):
-        """One BertLayer with an additive key bias (B, L) -> (B, 1, 1, L)."""
+    def run_layer(self, l: int, hidden: torch.Tensor, key_bias: torch.Tensor,
+                  attn_store: list | None = None) -> torch.Tensor:
+        """Encoder layer ``l`` on hidden (B, L, H) with an additive key bias (B, L): 0 for a live key,
+        ``NEG`` for a removed or padded one. With ``attn_store`` (inside ``eager_attention``) the
+        layer's attention probabilities (B, heads, L, L) are appended to it."""
         layer = self.bert.encoder.layer[l]
         mask = key_bias[:, None, None, :].to(hidden.dtype)
         if attn_store is None:
@@ -175,19 +179,23 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
         finally:
             handle.remove()
 
-    def _classify(self, hidden: torch.Tensor) -> torch.Tensor:
+    def classify(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, C) from the last hidden states (B, L, H); reads position 0 ([CLS])."""
         pooled = self.bert.pooler(hidden)  # reads position 0 = [CLS]
         return self.classifier(self.dropout(pooled))
 
     # ------------------------------------------------------------------ forward
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
-                mode: str = "drop", threshold_scale: float = 1.0, thresholds=None,
-                sharpness: float | None = None, cls_probe: torch.Tensor | None = None,
-                output_attentions: bool = False, return_dict: bool = True, **unused) -> AdapLeROutput:
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, mode: str = "drop", threshold_scale: float = 1.0,
+                thresholds=None, sharpness: float | None = None, cls_probe: torch.Tensor | None = None,
+                output_attentions: bool = False, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None) -> AdapLeROutput:
         """Classify, dropping tokens layer by layer.
 
         Args:
-            input_ids, attention_mask, token_type_ids: (B, L), right padding.
+            input_ids, attention_mask, token_type_ids, position_ids: (B, L), right padding.
+            inputs_embeds: (B, L, H) word embeddings instead of ``input_ids`` (as in Hugging Face
+                classifiers; embedding-space attribution tools pass this).
             labels: (B,) class ids; adds ``loss`` (cross-entropy).
             mode: ``"drop"`` (default, really faster), ``"masked"`` or ``"soft"`` (training).
             threshold_scale: multiplies every ``eta_l``; 0 keeps every token (the unpruned model).
@@ -196,14 +204,23 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
             cls_probe: (layers-1,) [CLS] rescale before the threshold test (training-only gradient
                 probe of method doc 4.3); None = identity.
             output_attentions: also return per-layer attention probabilities (eager kernel).
+            output_hidden_states, return_dict: accepted for compatibility; hidden states of a
+                shrinking sequence are not returned, and the output is always an ``AdapLeROutput``.
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids and inputs_embeds")
+        if output_hidden_states:
+            raise ValueError("output_hidden_states is not supported: the sequence shrinks between layers")
         if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+            shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]
+            device = (input_ids if input_ids is not None else inputs_embeds).device
+            attention_mask = torch.ones(shape, dtype=torch.long, device=device)
         eta = self.effective_eta(threshold_scale, thresholds) if mode != "soft" else self.eta.float()
-        with self._eager_attention(output_attentions):
-            hidden = self.bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)  # (B, L, H)
+        with self.eager_attention(output_attentions):
+            hidden = self.bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids,
+                                          position_ids=position_ids, inputs_embeds=inputs_embeds)  # (B, L, H)
             run = self._forward_drop if mode == "drop" else self._forward_masked
             kwargs = {"sharpness": sharpness if mode == "soft" else None}
             logits, record = run(hidden, attention_mask, eta, cls_probe, output_attentions, **kwargs)
@@ -245,11 +262,11 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
             keeps.append((m > 0.5) | (is_cls & (real > 0)))
             lengths.append(m.sum(-1) + 1.0)
             deltas.append(delta.squeeze(-1))
-            hidden = self._run_layer(l, hidden, key_bias, attns)
+            hidden = self.run_layer(l, hidden, key_bias, attns)
         record = {"cp_scores": torch.stack(scores, 1), "keep_masks": torch.stack(keeps, 1),
                   "soft_masks": torch.stack(softs, 1), "layer_lengths": torch.stack(lengths, 1),
                   "thresholds": torch.stack(deltas, 1), "attentions": tuple(attns) if attns else None}
-        return self._classify(hidden), record
+        return self.classify(hidden), record
 
     def _forward_drop(self, hidden, attention_mask, eta, cls_probe, output_attentions, sharpness=None):
         """Hard decisions with removed tokens gathered out after every CP."""
@@ -279,8 +296,8 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
             lengths[:, l] = keep.sum(-1)
             deltas[:, l] = delta.squeeze(-1)
             hidden, pos, alive = hidden[rows, order], pos[rows, order], keep[rows, order]
-            hidden = self._run_layer(l, hidden, torch.where(alive, 0.0, NEG), attns)
+            hidden = self.run_layer(l, hidden, torch.where(alive, 0.0, NEG), attns)
         record = {"cp_scores": cp_scores, "keep_masks": keep_masks, "soft_masks": keep_masks.float(),
                   "layer_lengths": lengths, "thresholds": deltas,
                   "attentions": tuple(attns) if attns else None}
-        return self._classify(hidden), record
+        return self.classify(hidden), record

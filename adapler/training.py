@@ -9,6 +9,7 @@ an uninterrupted run. The same command runs under ``accelerate launch`` on sever
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -170,11 +171,10 @@ class _Loop:
                 batch = D.collate([self.features[j] for j in batches[i]])
                 batch = {k: v.to(self.acc.device) for k, v in batch.items()}
                 loss = self.train_step(batch, epoch)
-                running = 0.98 * self.state.running_loss + 0.02 * loss if i else loss
-                self.state.running_loss = running
+                self.state.running_loss = 0.98 * self.state.running_loss + 0.02 * loss if i else loss
                 self.state.step, self.state.global_step = i + 1, self.state.global_step + 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+                bar.set_postfix(loss=f"{self.state.running_loss:.4f}", refresh=False)
                 if self.stop_after_steps and self.state.global_step >= self.stop_after_steps:
                     self.save_checkpoint()
                     return False
@@ -182,7 +182,7 @@ class _Loop:
                     self.save_checkpoint()
                     last_save = time.monotonic()
             bar.close()
-            record = {"epoch": epoch + 1, "train_loss": round(running, 5), **self.end_epoch(epoch)}
+            record = {"epoch": epoch + 1, "train_loss": round(self.state.running_loss, 5), **self.end_epoch(epoch)}
             self.state.history.append(record)
             self.acc.print(json.dumps(record))
             self.state.epoch, self.state.step = epoch + 1, 0
@@ -380,6 +380,36 @@ class TrainArgs(_RunArgs):
     anneal: str = "epoch"  # sharpness schedule: "epoch" (reference) or "step" (geometric 10 -> 1e5)
 
 
+def adapler_backward(model, raw, batch: dict, sharpness: float, gamma: float, phi: float,
+                     backward=None, autocast=contextlib.nullcontext) -> float:
+    """Forward and backward of one AdapLeR training batch (no optimiser step); returns the CE loss.
+
+    BERT and the CPs learn from ``CE + gamma * KL(saliency || CP)``; the thresholds ``eta`` (and the
+    [CLS]-share probe) learn from ``CE + phi * length`` only, so they get their own gradient pass
+    (``torch.autograd.grad``, activation gradients only). ``model`` may be wrapped (accelerate/DDP),
+    ``raw`` is the unwrapped model; ``batch`` holds ``labels`` and ``saliency`` (popped here).
+    """
+    from .losses import cp_kl_loss
+
+    backward = backward or (lambda loss: loss.backward())
+    labels, sal = batch.pop("labels"), batch.pop("saliency")
+    probe = torch.ones_like(raw.theta, requires_grad=True) if raw.theta is not None else None
+    with autocast():
+        out = model(**batch, mode="soft", sharpness=sharpness, cls_probe=probe)
+    ce = torch.nn.functional.cross_entropy(out.logits.float(), labels)
+    length = out.layer_lengths.sum(1).mean()
+    leaves = [raw.eta] + ([probe] if probe is not None else [])
+    grads = torch.autograd.grad(ce + phi * length, leaves, retain_graph=True)
+    theta = raw.theta.detach() if raw.theta is not None else None
+    kl = cp_kl_loss(out.cp_scores, sal, batch["attention_mask"], raw.eta.detach(), sharpness, theta,
+                    raw.config.soft_beta)
+    backward(ce + gamma * kl)
+    raw.eta.grad = grads[0]
+    if probe is not None:
+        raw.theta.grad = grads[1] / (raw.theta.detach() + 1e-7)
+    return ce.item()
+
+
 class _AdapLeRLoop(_Loop):
     def __init__(self, args: TrainArgs, acc, model, optimizers, schedulers, features, dev, run_dir,
                  baseline_accuracy):
@@ -393,30 +423,16 @@ class _AdapLeRLoop(_Loop):
         self.phi = spec.phi if args.phi is None else args.phi
 
     def train_step(self, batch, epoch):
-        from .losses import cp_kl_loss, sharpness_for_epoch, sharpness_for_step
+        from .losses import sharpness_for_epoch, sharpness_for_step
 
         raw = self.acc.unwrap_model(self.model)
         if self.args.anneal == "step":
             lam = sharpness_for_step(self.state.global_step, self.steps_per_epoch * self.args.epochs)
         else:
             lam = 1000.0 if self.state.global_step == 0 else sharpness_for_epoch(epoch, self.args.epochs)
-        labels, sal = batch.pop("labels"), batch.pop("saliency")
-        probe = torch.ones_like(raw.theta, requires_grad=True) if raw.theta is not None else None
         self.model.train()
-        with self.acc.autocast():
-            out = self.model(**batch, mode="soft", sharpness=lam, cls_probe=probe)
-        ce = torch.nn.functional.cross_entropy(out.logits.float(), labels)
-        length = out.layer_lengths.sum(1).mean()
-        # eta (and the [CLS]-share probe) learn from CE + phi * length only (method doc 4.3)
-        leaves = [raw.eta] + ([probe] if probe is not None else [])
-        grads = torch.autograd.grad(ce + self.phi * length, leaves, retain_graph=True)
-        theta = raw.theta.detach() if raw.theta is not None else None
-        kl = cp_kl_loss(out.cp_scores, sal, batch["attention_mask"], raw.eta.detach(), lam, theta,
-                        raw.config.soft_beta)
-        self.acc.backward(ce + self.gamma * kl)
-        raw.eta.grad = grads[0]
-        if probe is not None:
-            raw.theta.grad = grads[1] / (raw.theta.detach() + 1e-7)
+        ce = adapler_backward(self.model, raw, batch, lam, self.gamma, self.phi,
+                              backward=self.acc.backward, autocast=self.acc.autocast)
         main_params = [p for n, p in raw.named_parameters() if n not in ("eta", "theta")]
         self.acc.clip_grad_norm_(main_params, 1.0)
         torch.nn.utils.clip_grad_norm_([p for p in (raw.eta, raw.theta) if p is not None], 1.0)
@@ -426,7 +442,7 @@ class _AdapLeRLoop(_Loop):
             opt.zero_grad(set_to_none=True)
         with torch.no_grad():
             raw.eta.clamp_(0.01, 1.0)
-        return ce.item()
+        return ce
 
     def end_epoch(self, epoch):
         from .evaluation import evaluate_features

@@ -430,7 +430,7 @@ class Engine:
             # BERT encoder followed by its classification head: run that directly and skip the
             # Contribution Predictors and per-layer masks (about 6% of a forward; same logits).
             hidden = self.model.bert(input_ids=ids, attention_mask=am, token_type_ids=tt).last_hidden_state
-            return SimpleNamespace(logits=self.model._classify(hidden))
+            return SimpleNamespace(logits=self.model.classify(hidden))
         kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": am, "token_type_ids": tt}
         if self.is_adapler:
             kwargs.update(mode=mode, threshold_scale=threshold_scale)

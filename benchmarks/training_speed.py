@@ -1,0 +1,139 @@
+"""Seconds per training step of each pipeline stage next to a bare forward+backward, side by side.
+
+Every stage runs on the same batch of real Movie Reviews windows (random word pieces without a data
+folder), in alternation, and the table gives median seconds and the ratio to the bare
+forward+backward of a plain BERT classifier with the same weights:
+
+* bare forward+backward (train mode, attention dropout 0), and with attention dropout 0.1;
+* a fine-tuning step (forward+backward+AdamW);
+* gradient x input saliency (eval mode, one backward to the embeddings);
+* an AdapLeR training step (soft path, CE + gamma*KL, eta's own gradient pass, both optimisers) at
+  the start (sharpness 10) and the end (1e5) of the schedule, with flush-to-zero on, and at the end
+  with denormals left on.
+
+    python benchmarks/training_speed.py [--model DIR] [--batch-size 8] [--length 512] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import torch
+from transformers import AutoTokenizer
+
+from adapler import AdapLeRForSequenceClassification
+from adapler import data as D
+from adapler.evaluation import plain_bert_copy
+from adapler.saliency import gradient_x_input
+from adapler.training import adapler_backward
+
+
+def real_batch(tokenizer, batch_size: int, length: int, data_dir: str | None) -> dict:
+    """``batch_size`` windows of exactly ``length`` pieces, from Movies training reviews if present."""
+    try:
+        examples = D.load_examples("movies", "train", data_dir, limit=batch_size * 4)
+        pieces = [tokenizer(ex["text"], add_special_tokens=False)["input_ids"] for ex in examples]
+        pieces = [p[: length - 2] for p in pieces if len(p) >= length - 2][:batch_size]
+    except (D.DataError, OSError):
+        pieces = []
+    while len(pieces) < batch_size:
+        pieces.append(torch.randint(1000, 20000, (length - 2,)).tolist())
+    labels = [i % 2 for i in range(batch_size)]
+    feats = [{"input_ids": [tokenizer.cls_token_id, *p, tokenizer.sep_token_id], "label": y}
+             for p, y in zip(pieces, labels)]
+    return D.collate(feats)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="assets/models/movies", help="AdapLeR model folder (trained CPs)")
+    parser.add_argument("--data-dir", default=None, help=f"data folder (default: ${D.DATA_DIR_ENV})")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--length", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    batch = real_batch(tokenizer, args.batch_size, args.length, args.data_dir)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    saliency = torch.rand(batch["input_ids"].shape) * batch["attention_mask"]
+
+    model = AdapLeRForSequenceClassification.from_pretrained(args.model, attention_probs_dropout_prob=0.0)
+    bare = plain_bert_copy(model).train()
+    bare_dropout = plain_bert_copy(model)
+    bare_dropout.config.attention_probs_dropout_prob = 0.1
+    for layer in bare_dropout.bert.encoder.layer:
+        layer.attention.self.dropout.p = 0.1
+    bare_dropout.train()
+    opt = torch.optim.AdamW(bare.parameters(), lr=1e-9)
+    main_opt = torch.optim.AdamW([p for n, p in model.named_parameters() if n not in ("eta", "theta")], lr=1e-9)
+    eta_opt = torch.optim.Adam([model.eta] + ([model.theta] if model.theta is not None else []), lr=1e-9)
+
+    def fwd_bwd(m):
+        def run():
+            m(**inputs, labels=batch["labels"]).loss.backward()
+            m.zero_grad(set_to_none=True)
+        return run
+
+    def finetune_step():
+        bare(**inputs, labels=batch["labels"]).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def saliency_step():
+        gradient_x_input(bare, inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"],
+                         batch["labels"])
+
+    def adapler_step(sharpness: float, flush: bool):
+        def run():
+            torch.set_flush_denormal(flush)
+            model.train()
+            adapler_backward(model, model, {**inputs, "labels": batch["labels"], "saliency": saliency},
+                             sharpness, gamma=0.05, phi=0.005)
+            for o in (main_opt, eta_opt):
+                o.step()
+                o.zero_grad(set_to_none=True)
+            torch.set_flush_denormal(True)
+        return run
+
+    stages = {
+        "bare forward+backward": fwd_bwd(bare),
+        "bare forward+backward, attention dropout 0.1": fwd_bwd(bare_dropout),
+        "fine-tuning step (AdamW)": finetune_step,
+        "saliency (gradient x input)": saliency_step,
+        "AdapLeR step, start of schedule (sharpness 10)": adapler_step(10.0, True),
+        "AdapLeR step, end of schedule (sharpness 1e5)": adapler_step(1e5, True),
+        "AdapLeR step, end of schedule, denormals not flushed": adapler_step(1e5, False),
+    }
+    torch.set_flush_denormal(True)
+    for fn in stages.values():  # warm-up
+        fn()
+    times = {name: [] for name in stages}
+    for _ in range(args.repeats):  # alternate the stages so that machine noise hits all alike
+        for name, fn in stages.items():
+            times[name].append(timed(fn))
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    print(f"# {cpu}; torch {torch.__version__}; {args.threads} thread(s); batch {args.batch_size} x "
+          f"{args.length} pieces; median of {args.repeats}; fp32")
+    base = statistics.median(times["bare forward+backward"])
+    print("| stage | s per step | x bare forward+backward |\n|---|---|---|")
+    for name, t in times.items():
+        print(f"| {name} | {statistics.median(t):.2f} | {statistics.median(t) / base:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
