@@ -50,6 +50,8 @@ __all__ = [
     "f1",
     "faithfulness",
     "false_positive_rate",
+    "fpr_counts",
+    "fpr_difference_bootstrap",
     "iou_f1",
     "mask_to_spans",
     "prf_sets",
@@ -321,6 +323,36 @@ def spans_to_mask(spans: Iterable[Span], n: int) -> np.ndarray:
     return mask
 
 
+def fpr_counts(
+    gold: Sequence[np.ndarray],
+    selected: Sequence[np.ndarray],
+    units: Sequence[np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-example counts behind FPR: ``(false_positives (N, L), negatives (N,), selected (N, L))``.
+
+    ``gold[i]``: ``(T_i,)`` bool human rationale; ``selected[i]``: ``(L, T_i)`` bool selection per
+    layer; ``units[i]``: ``(T_i,)`` bool, the scored units (default all). ``negatives[i]`` = scored
+    non-rationale units; ``selected`` = the fraction of scored units selected at each layer.
+    """
+    if len(gold) != len(selected):
+        raise ValueError("gold and selected differ in length")
+    num_layers = np.asarray(selected[0]).shape[0] if selected else 0
+    fps = np.zeros((len(gold), num_layers), dtype=np.int64)
+    negs = np.zeros(len(gold), dtype=np.int64)
+    frac = np.zeros((len(gold), num_layers))
+    for i, (g, sel) in enumerate(zip(gold, selected)):
+        g = np.asarray(g, dtype=bool)
+        sel = np.asarray(sel, dtype=bool)
+        if sel.shape != (num_layers, g.shape[0]):
+            raise ValueError(f"example {i}: selection shape {sel.shape} != {(num_layers, g.shape[0])}")
+        u = np.ones_like(g) if units is None else np.asarray(units[i], dtype=bool)
+        neg = u & ~g
+        negs[i] = int(neg.sum())
+        fps[i] = (sel & neg).sum(axis=1)
+        frac[i] = (sel & u).sum(axis=1) / max(1, int(u.sum()))
+    return fps, negs, frac
+
+
 def false_positive_rate(
     gold: Sequence[np.ndarray],
     selected: Sequence[np.ndarray],
@@ -329,45 +361,77 @@ def false_positive_rate(
 ) -> list[dict[str, Any]]:
     """FPR per layer (definition in the module doc).
 
-    ``gold[i]``: ``(T_i,)`` bool human rationale; ``selected[i]``: ``(L, T_i)`` bool selection per
-    layer; ``units[i]``: ``(T_i,)`` bool, the scored units (default all). Returns one dict per layer:
-    ``layer`` (``layer_names`` or 1-based), ``macro``, ``micro``, ``n_examples`` (examples used),
-    ``n_skipped`` (no non-rationale unit), ``false_positives``, ``negatives``, ``mean_selected``
-    (mean fraction of units selected, over the examples used).
+    Arguments as :func:`fpr_counts`. Returns one dict per layer: ``layer`` (``layer_names`` or
+    1-based), ``macro``, ``micro``, ``n_examples`` (examples used), ``n_skipped`` (no non-rationale
+    unit), ``false_positives``, ``negatives``, ``mean_selected`` (mean fraction of units selected,
+    over the examples used).
     """
-    if len(gold) != len(selected):
-        raise ValueError("gold and selected differ in length")
     if not selected:
         return []
-    num_layers = np.asarray(selected[0]).shape[0]
+    fps, negs, frac = fpr_counts(gold, selected, units)
+    used = negs > 0
     rows = []
-    for layer in range(num_layers):
-        rates, fp_tot, neg_tot, skipped, kept = [], 0, 0, 0, []
-        for i, (g, sel) in enumerate(zip(gold, selected)):
-            g = np.asarray(g, dtype=bool)
-            sel = np.asarray(sel, dtype=bool)
-            if sel.shape != (num_layers, g.shape[0]):
-                raise ValueError(f"example {i}: selection shape {sel.shape} != {(num_layers, g.shape[0])}")
-            u = np.ones_like(g) if units is None else np.asarray(units[i], dtype=bool)
-            neg = u & ~g
-            n_neg = int(neg.sum())
-            if n_neg == 0:
-                skipped += 1
-                continue
-            fp = int((sel[layer] & neg).sum())
-            rates.append(fp / n_neg)
-            fp_tot += fp
-            neg_tot += n_neg
-            kept.append(float((sel[layer] & u).sum() / max(1, int(u.sum()))))
+    for layer in range(fps.shape[1]):
+        fp, neg = fps[used, layer], negs[used]
         rows.append({
             "layer": layer_names[layer] if layer_names is not None else layer + 1,
-            "macro": float(np.mean(rates)) if rates else float("nan"),
-            "micro": fp_tot / neg_tot if neg_tot else float("nan"),
-            "n_examples": len(rates),
-            "n_skipped": skipped,
-            "false_positives": fp_tot,
-            "negatives": neg_tot,
-            "mean_selected": float(np.mean(kept)) if kept else float("nan"),
+            "macro": float(np.mean(fp / neg)) if used.any() else float("nan"),
+            "micro": int(fp.sum()) / int(neg.sum()) if used.any() else float("nan"),
+            "n_examples": int(used.sum()),
+            "n_skipped": int((~used).sum()),
+            "false_positives": int(fp.sum()),
+            "negatives": int(neg.sum()),
+            "mean_selected": float(np.mean(frac[used, layer])) if used.any() else float("nan"),
+        })
+    return rows
+
+
+def fpr_difference_bootstrap(
+    fp_a: np.ndarray,
+    fp_b: np.ndarray,
+    negatives: np.ndarray,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """FPR of method A minus FPR of method B per layer, with a paired bootstrap over examples.
+
+    ``fp_a``, ``fp_b``: ``(N, L)`` false positives of the two methods on the same N examples (from
+    :func:`fpr_counts`); ``negatives``: ``(N,)``. Examples without a negative unit are left out.
+    Each of ``n_boot`` resamples draws N examples with replacement (the same draw for both methods)
+    and recomputes the macro difference (mean over examples of per-example FPR differences) and the
+    micro difference (pooled FP / pooled negatives); the interval is the percentile interval at
+    ``level``. A negative difference means A selects fewer non-rationale units than B.
+    Returns one dict per layer (1-based ``layer``): ``macro_diff``, ``macro_lo``, ``macro_hi``,
+    ``micro_diff``, ``micro_lo``, ``micro_hi``, ``n_examples``.
+    """
+    fp_a, fp_b = np.asarray(fp_a, dtype=float), np.asarray(fp_b, dtype=float)
+    neg = np.asarray(negatives, dtype=float)
+    if fp_a.shape != fp_b.shape or fp_a.shape[0] != neg.shape[0]:
+        raise ValueError("fp_a, fp_b and negatives must describe the same examples")
+    used = neg > 0
+    fp_a, fp_b, neg = fp_a[used], fp_b[used], neg[used]
+    n = neg.shape[0]
+    if n == 0:
+        return []
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(n_boot, n))  # (n_boot, N) example indices
+    per_example = (fp_a - fp_b) / neg[:, None]  # (N, L)
+    macro = per_example[draws].mean(axis=1)  # (n_boot, L)
+    neg_tot = neg[draws].sum(axis=1)[:, None]  # (n_boot, 1)
+    micro = (fp_a[draws].sum(axis=1) - fp_b[draws].sum(axis=1)) / neg_tot  # (n_boot, L)
+    lo_q, hi_q = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    rows = []
+    for layer in range(fp_a.shape[1]):
+        rows.append({
+            "layer": layer + 1,
+            "macro_diff": float(per_example[:, layer].mean()),
+            "macro_lo": float(np.percentile(macro[:, layer], lo_q)),
+            "macro_hi": float(np.percentile(macro[:, layer], hi_q)),
+            "micro_diff": float((fp_a[:, layer].sum() - fp_b[:, layer].sum()) / neg.sum()),
+            "micro_lo": float(np.percentile(micro[:, layer], lo_q)),
+            "micro_hi": float(np.percentile(micro[:, layer], hi_q)),
+            "n_examples": int(n),
         })
     return rows
 

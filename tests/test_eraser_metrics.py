@@ -211,6 +211,40 @@ def test_fpr_all_skipped_is_nan():
     assert math.isnan(rows[0]["macro"]) and rows[0]["n_skipped"] == 1
 
 
+def test_fpr_counts_per_example():
+    gold = [np.array([1, 0, 0], bool), np.array([1, 1], bool)]
+    sel = [np.array([[1, 1, 0], [0, 0, 1]], bool), np.array([[1, 0], [0, 0]], bool)]
+    fps, negs, frac = M.fpr_counts(gold, sel)
+    # ex1: negatives {1,2}; layer 1 selects {0,1} -> FP 1; layer 2 selects {2} -> FP 1
+    # ex2: no negative; selected fractions 1/2 and 0
+    assert fps.tolist() == [[1, 1], [0, 0]] and negs.tolist() == [2, 0]
+    assert frac.tolist() == [[2 / 3, 1 / 3], [0.5, 0.0]]
+
+
+def test_fpr_difference_bootstrap_point_estimates_and_interval():
+    # 3 examples with 4 negatives each, one layer. A: FP 0, 1, 2; B: FP 2, 2, 2.
+    fp_a = np.array([[0], [1], [2]])
+    fp_b = np.array([[2], [2], [2]])
+    neg = np.array([4, 4, 4])
+    row = M.fpr_difference_bootstrap(fp_a, fp_b, neg, n_boot=4000, seed=1)[0]
+    # per-example differences -2/4, -1/4, 0 -> macro mean -1/4; pooled (3 - 6) / 12 = -1/4
+    assert row["macro_diff"] == approx(-0.25) and row["micro_diff"] == approx(-0.25)
+    # resampled means lie in [-1/2, 0] and straddle the estimate; equal negatives make micro = macro
+    assert -0.5 <= row["macro_lo"] < -0.25 < row["macro_hi"] <= 0.0
+    assert row["micro_lo"] == approx(row["macro_lo"]) and row["micro_hi"] == approx(row["macro_hi"])
+    assert row["n_examples"] == 3
+
+
+def test_fpr_difference_bootstrap_identical_methods_and_skips():
+    fp = np.array([[1, 0], [3, 2], [0, 0]])
+    rows = M.fpr_difference_bootstrap(fp, fp, np.array([4, 5, 0]), n_boot=100)
+    assert [r["layer"] for r in rows] == [1, 2]
+    assert all(r[k] == 0 for r in rows for k in ("macro_diff", "macro_lo", "macro_hi", "micro_lo"))
+    assert rows[0]["n_examples"] == 2  # the example without negatives is left out
+    with pytest.raises(ValueError):
+        M.fpr_difference_bootstrap(fp, fp[:2], np.array([4, 5, 0]))
+
+
 # ---------------------------------------------------------------------------------------- helpers
 
 
