@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AttentionInterface, PreTrainedModel
 from transformers.models.bert.modeling_bert import BertModel
 from transformers.utils import ModelOutput
 
@@ -85,6 +85,25 @@ def soft_removal(x: torch.Tensor, delta: torch.Tensor, sharpness: float, beta: f
     steep = sharpness * (x - delta) / delta - beta / sharpness
     shallow = beta * (x - 1) / (sharpness * (1 - delta).clamp_min(1e-6))
     return torch.minimum(torch.minimum(steep, shallow), torch.zeros_like(x)).clamp(NEG, 0.0)
+
+
+def key_weighted_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """``softmax(q k^T * scaling + b) v`` for a per-key bias ``b`` (B, 1, 1, L), as ``(A (w v)) / (A w)``
+    with ``A = softmax(q k^T * scaling)`` and ``w = exp(b)``: the same result, but ``w`` enters as an
+    extra value column, so the fused attention kernel runs and ``b`` still gets its gradient. (A
+    float mask that needs a gradient sends PyTorch's CPU attention to its slow math path; the soft
+    path's key bias always needs one.) query/key/value: (B, heads, L, d) -> (B, L, heads, d).
+    Dropout, when training with it, falls on ``A`` before the re-normalisation."""
+    w = attention_mask.exp().transpose(-1, -2).expand(*value.shape[:-1], 1)  # (B, heads, L, 1)
+    v_ext = torch.cat([value * w, w.to(value.dtype)], dim=-1)  # (B, heads, L, d + 1)
+    # the fused kernel wants one head size for q, k and v: a zero column leaves q k^T unchanged
+    query, key = nn.functional.pad(query, (0, 1)), nn.functional.pad(key, (0, 1))
+    out = nn.functional.scaled_dot_product_attention(query, key, v_ext, dropout_p=dropout, scale=scaling)
+    out = out[..., :-1] / out[..., -1:].clamp_min(1e-30)  # [CLS] (w = 1) keeps the denominator > 0
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register("adapler_key_weighted", key_weighted_attention)
 
 
 class AdapLeRPreTrainedModel(PreTrainedModel):
@@ -156,9 +175,14 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
     def eager_attention(self, enabled: bool = True):
         """Context in which layers use the eager attention kernel, the only one that returns
         attention probabilities (SDPA returns none)."""
+        with self._attention_kernel("eager" if enabled else None):
+            yield
+
+    @contextlib.contextmanager
+    def _attention_kernel(self, name: str | None):
         old = self.config._attn_implementation
-        if enabled:
-            self.config._attn_implementation = "eager"
+        if name is not None:
+            self.config._attn_implementation = name
         try:
             yield
         finally:
@@ -218,7 +242,8 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
             device = (input_ids if input_ids is not None else inputs_embeds).device
             attention_mask = torch.ones(shape, dtype=torch.long, device=device)
         eta = self.effective_eta(threshold_scale, thresholds) if mode != "soft" else self.eta.float()
-        with self.eager_attention(output_attentions):
+        kernel = "eager" if output_attentions else "adapler_key_weighted" if mode == "soft" else None
+        with self._attention_kernel(kernel):
             hidden = self.bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids,
                                           position_ids=position_ids, inputs_embeds=inputs_embeds)  # (B, L, H)
             run = self._forward_drop if mode == "drop" else self._forward_masked

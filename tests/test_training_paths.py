@@ -1,0 +1,80 @@
+"""The fast training paths give the same numbers as the plain ones (tiny random models)."""
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from adapler import AdapLeRForSequenceClassification
+from adapler.training import adapler_backward, load_classifier
+
+
+def _batch(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 5000, (3, 40), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 30:] = 0
+    mask[2, 12:] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("sharpness", [10.0, 1e3, 1e5])
+def test_soft_path_key_weighted_attention_equals_masked_softmax(sharpness):
+    """The soft path's attention (bias as a value column, fused kernel) equals softmax(z + b) v:
+    same logits, lengths and gradients of eta, CPs and BERT as the plain masked-softmax kernel."""
+    torch.manual_seed(0)
+    no_dropout = tiny_config(attention_probs_dropout_prob=0.0, hidden_dropout_prob=0.0)
+    model = AdapLeRForSequenceClassification(no_dropout).train()
+    model.eta.data = torch.tensor([0.6, 0.8, 0.9])
+    ids, mask = _batch()
+    results = []
+    for kernel in ("adapler_key_weighted", "eager"):
+        model.zero_grad()
+        out = model(input_ids=ids, attention_mask=mask, mode="soft", sharpness=sharpness,
+                    output_attentions=kernel == "eager")  # attention maps need the eager kernel
+        (out.logits.logsumexp(-1).sum() + 0.1 * out.layer_lengths.sum()).backward()
+        results.append([out.logits.detach(), out.layer_lengths.detach(), model.eta.grad.clone(),
+                        model.cps[1].dense.weight.grad.clone(),
+                        model.bert.encoder.layer[0].attention.self.key.weight.grad.clone()])
+    assert results[0][1].min() < 40  # tokens really are (softly) removed
+    for fast, plain in zip(*results):
+        torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_adapler_backward_gives_eta_its_own_objective():
+    """eta's gradient is that of CE + phi * length alone; BERT's that of CE + gamma * KL alone."""
+    torch.manual_seed(0)
+    model = AdapLeRForSequenceClassification(tiny_config(attention_probs_dropout_prob=0.0)).train()
+    model.eta.data = torch.tensor([0.6, 0.8, 0.9])
+    ids, mask = _batch()
+    labels, sal = torch.tensor([0, 1, 1]), torch.rand(ids.shape) * mask
+    torch.manual_seed(1)
+    adapler_backward(model, model, {"input_ids": ids, "attention_mask": mask, "labels": labels,
+                                    "saliency": sal}, 100.0, gamma=0.5, phi=0.0)
+    eta_no_phi = model.eta.grad.clone()
+    bert_grad = model.bert.encoder.layer[1].output.dense.weight.grad.clone()
+    model.zero_grad()
+    torch.manual_seed(1)
+    adapler_backward(model, model, {"input_ids": ids, "attention_mask": mask, "labels": labels,
+                                    "saliency": sal}, 100.0, gamma=0.5, phi=0.3)
+    assert not torch.allclose(model.eta.grad, eta_no_phi)  # the length term reaches eta
+    torch.testing.assert_close(model.bert.encoder.layer[1].output.dense.weight.grad, bert_grad)  # not BERT
+    model.zero_grad()
+    torch.manual_seed(1)
+    adapler_backward(model, model, {"input_ids": ids, "attention_mask": mask, "labels": labels,
+                                    "saliency": sal}, 100.0, gamma=0.0, phi=0.0)
+    torch.testing.assert_close(model.eta.grad, eta_no_phi)  # the KL term never reaches eta
+
+
+def test_finetune_can_start_from_an_adapler_folder(tmp_path):
+    torch.manual_seed(0)
+    model = AdapLeRForSequenceClassification(tiny_config())
+    model.save_pretrained(tmp_path)
+    plain = load_classifier(str(tmp_path), attention_probs_dropout_prob=0.0)
+    assert type(plain).__name__ == "BertForSequenceClassification"
+    assert plain.config.attention_probs_dropout_prob == 0.0
+    torch.testing.assert_close(plain.classifier.weight, model.classifier.weight)
+    ids, mask = _batch()
+    with torch.no_grad():  # the same classifier as the AdapLeR model with its thresholds at 0
+        torch.testing.assert_close(plain.eval()(input_ids=ids, attention_mask=mask).logits,
+                                   model.eval()(input_ids=ids, attention_mask=mask, threshold_scale=0.0).logits,
+                                   rtol=1e-4, atol=1e-5)
