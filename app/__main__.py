@@ -1,4 +1,7 @@
-"""``python -m app``: serve the rationale explorer (default http://127.0.0.1:7860)."""
+"""``python -m app`` / ``adapler-explorer``: serve the rationale explorer (default http://127.0.0.1:7860).
+
+The default model is the first shipped model of the repository checkout (``assets/models/``); an installed
+package has no shipped models, so pass ``--model`` there."""
 
 from __future__ import annotations
 
@@ -14,15 +17,18 @@ for _k, _v in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_DISABLE_TELEMETRY
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
+    # "python -m app" when run as a module, the console script's own name (adapler-explorer) otherwise
+    prog = "python -m app" if os.path.basename(sys.argv[0]) == "__main__.py" else None
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="interface to listen on (default 127.0.0.1; 0.0.0.0 to serve the network)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                         help="port (default 7860)")
     parser.add_argument("--model", default=None,
-                        help="model folder (AdapLeR or BERT classifier); default: first shipped model in assets/models/")
+                        help="model folder (AdapLeR or BERT classifier); default: the first shipped model in the "
+                             "repository's assets/models/ (required when the package is installed outside the repository)")
     parser.add_argument("--data-dir", default=None,
-                        help="data folder laid out like ../shared/data, for dataset examples with human rationales "
+                        help="data folder (layout: docs/data.md), for dataset examples with human rationales "
                              "and the live ERASER evaluation (default: $ADAPLER_DATA_DIR)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("ADAPLER_APP_THREADS", "1")),
                         help="torch intra-op threads (default 1: requests are served one model pass at a time, and on "
@@ -52,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     # Load (and warm up) the default model while Gradio is imported: model loading is mostly torch
     # work that releases the GIL, so the two overlap on a 2-core machine.
     default = args.model or next(iter(A.shipped_models().values()), None)
+    if default is None:
+        print(f"error: no --model given and no shipped model in {A.MODELS_DIR} (shipped models come with the "
+              "repository checkout, not with an installed package): pass --model PATH, an AdapLeR or BERT "
+              "classifier folder", file=sys.stderr)
+        return 2
     preload_error: list[BaseException] = []
 
     def preload():

