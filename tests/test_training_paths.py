@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from conftest import tiny_config
 
 from adapler import AdapLeRForSequenceClassification
 from adapler.training import adapler_backward, load_classifier
+from conftest import tiny_config
 
 
 def _batch(seed=1):
