@@ -28,27 +28,27 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from adapler import AdapLeRForSequenceClassification
+from adapler.data import class_label_map
 
 from . import metrics as M
 from .align import align_batch
 from .data import DATASETS, EraserDataset, load_dataset
-from .methods import (
-    AdapLeRMethod,
-    DocInput,
-    Engine,
-    ImportMethod,
-    MethodOutput,
-    RationaleMethod,
-    class_label_map,
-    get_method,
-)
+from .engine import Engine
+from .methods import AdapLeRMethod, ImportMethod, RationaleMethod, get_method
+from .report import jsonable, write_report
+from .types import DocInput, MethodOutput
 
-__all__ = ["EvaluationResult", "evaluate", "load_model"]
+__all__ = ["EvalConfig", "EvaluationResult", "evaluate", "load_model"]
 
 DEFAULT_METHODS = ("adapler", "saliency", "attention", "random")
 ProgressCallback = Callable[[float, str], Any]
@@ -82,8 +82,6 @@ class EvaluationResult:
 
     def to_dict(self) -> dict:
         """JSON-ready content of ``metrics.json``."""
-        from .report import jsonable
-
         return jsonable({
             "dataset": self.dataset,
             "split": self.split,
@@ -107,14 +105,10 @@ def load_model(model: Any, tokenizer: Any = None, device: str = "cpu"):
     A path is loaded with ``AdapLeRForSequenceClassification.from_pretrained``; the tokenizer comes
     from ``tokenizer`` (object or path) or the model folder.
     """
-    from transformers import AutoTokenizer
-
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.exists():
             raise FileNotFoundError(f"model folder {path} does not exist")
-        from adapler import AdapLeRForSequenceClassification
-
         loaded = AdapLeRForSequenceClassification.from_pretrained(str(path))
         if tokenizer is None:
             try:
@@ -151,8 +145,6 @@ class _Progress:
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if self.show:
-            from tqdm.auto import tqdm
-
             if stage != self.current:
                 if self.bar is not None:
                     self.bar.close()
@@ -278,40 +270,16 @@ def _flat_summary(method: str, m: dict, iou_thresholds: Sequence[float]) -> dict
 # main entry point
 
 
-def evaluate(
-    dataset: str = "movies",
-    split: str = "test",
-    model: Any = None,
-    tokenizer: Any = None,
-    data_dir: str | os.PathLike | None = None,
-    methods: Sequence[str] | str = DEFAULT_METHODS,
-    limit: int | None = None,
-    ids: Sequence[str] | None = None,
-    import_results: str | os.PathLike | None = None,
-    batch_size: int = 8,
-    layer: int | None = None,
-    max_length: int | None = None,
-    faithfulness: str = "full",
-    aopc_thresholds: Sequence[float] = M.AOPC_THRESHOLDS,
-    iou_thresholds: Sequence[float] = (0.5,),
-    fpr: bool = True,
-    seed: int = 0,
-    threshold_scale: float = 1.0,
-    faithfulness_threshold_scale: float = 0.0,
-    cache_dir: str | os.PathLike | None = None,
-    out_dir: str | os.PathLike | None = None,
-    progress: ProgressCallback | None = None,
-    show_progress: bool = True,
-    device: str = "cpu",
-) -> EvaluationResult:
-    """Evaluate rationale methods on an ERASER split.
+@dataclass
+class EvalConfig:
+    """Everything one ERASER evaluation needs (``python -m eraser_eval`` builds one from its flags).
 
-    Args:
+    Attributes:
         dataset, split: ``movies``/``multirc``/``hatexplain``; ``train``/``val``/``test``.
         model: model folder or loaded model (AdapLeR or any HF classifier; ``adapler`` needs AdapLeR).
             May be None when only ``import`` is evaluated.
         tokenizer: tokenizer object or path (default: the model folder's).
-        data_dir: data root (default ``$ERASER_DATA_DIR``, then ``$ADAPLER_DATA_DIR``).
+        data_dir: data root (default: ``adapler.data.data_root``).
         methods: names from :data:`eraser_eval.methods.METHODS` (list or comma-separated string);
             ``import`` is added when ``import_results`` is given.
         limit, ids: evaluate the first N annotations / only these annotation ids.
@@ -326,8 +294,50 @@ def evaluate(
             faithfulness; 0 (default) = the unpruned model, 1 = the deployed pruning model.
         cache_dir: on-disk cache of model outputs (default ``OUT_DIR/cache`` when ``out_dir`` is set).
         out_dir: when set, reports and result files are written there (:func:`eraser_eval.report.write_report`).
-        progress: ``callback(fraction, description)`` (e.g. a ``gradio.Progress``).
+        show_progress: tqdm bars per stage.
     """
+
+    dataset: str = "movies"
+    split: str = "test"
+    model: Any = None
+    tokenizer: Any = None
+    data_dir: str | os.PathLike | None = None
+    methods: Sequence[str] | str = DEFAULT_METHODS
+    limit: int | None = None
+    ids: Sequence[str] | None = None
+    import_results: str | os.PathLike | None = None
+    batch_size: int = 8
+    layer: int | None = None
+    max_length: int | None = None
+    faithfulness: str = "full"
+    aopc_thresholds: Sequence[float] = M.AOPC_THRESHOLDS
+    iou_thresholds: Sequence[float] = (0.5,)
+    fpr: bool = True
+    seed: int = 0
+    threshold_scale: float = 1.0
+    faithfulness_threshold_scale: float = 0.0
+    cache_dir: str | os.PathLike | None = None
+    out_dir: str | os.PathLike | None = None
+    show_progress: bool = True
+    device: str = "cpu"
+
+
+def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback | None = None,
+             **options) -> EvaluationResult:
+    """Evaluate rationale methods on an ERASER split, as configured by ``config`` (see
+    :class:`EvalConfig`); keyword ``options`` build the configuration (or override fields of
+    ``config``). ``progress``: ``callback(fraction, description)`` (e.g. a ``gradio.Progress``).
+    """
+    if config is None:
+        config = EvalConfig(**options)
+    elif options:
+        config = replace(config, **options)
+    c = config
+    dataset, split, model, tokenizer, data_dir, methods = c.dataset, c.split, c.model, c.tokenizer, c.data_dir, c.methods
+    limit, ids, import_results, batch_size, layer, max_length = c.limit, c.ids, c.import_results, c.batch_size, c.layer, c.max_length
+    faithfulness, aopc_thresholds, iou_thresholds, fpr, seed = c.faithfulness, c.aopc_thresholds, c.iou_thresholds, c.fpr, c.seed
+    threshold_scale, faithfulness_threshold_scale = c.threshold_scale, c.faithfulness_threshold_scale
+    cache_dir, out_dir, show_progress, device = c.cache_dir, c.out_dir, c.show_progress, c.device
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     if isinstance(methods, str):
@@ -360,10 +370,8 @@ def evaluate(
     t = time.perf_counter()
     if model is not None:
         model, tokenizer = load_model(model, tokenizer, device)
-        class_labels = class_label_map(model.config, spec.labels, spec.synonyms, spec.default_class_map)
+        class_labels = class_label_map(model.config, spec)
     elif tokenizer is not None and isinstance(tokenizer, (str, os.PathLike)):
-        from transformers import AutoTokenizer
-
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
     if tokenizer is None:
         raise ValueError("a tokenizer (or a model folder with one) is needed to align documents")
@@ -458,7 +466,7 @@ def evaluate(
     timings["faithfulness_s"] = time.perf_counter() - t
 
     # ---- ERASER records
-    labels = list(spec.labels)
+    labels = list(spec.eraser.labels)
     records: dict[str, list[dict]] = {}
     for name, outs in outputs.items():
         recs = []
@@ -547,8 +555,6 @@ def evaluate(
                     row[kind] = full - sc[c] if sc and full is not None else float("nan")
             example_rows.append(row)
 
-    import pandas as pd
-
     summary = pd.DataFrame([_flat_summary(n, m, iou_thresholds) for n, m in all_metrics.items()])
     fpr_df = pd.DataFrame(fpr_rows, columns=["method", "layer", "macro", "micro", "n_examples", "n_skipped",
                                              "false_positives", "negatives", "mean_selected"])
@@ -568,7 +574,7 @@ def evaluate(
         "n_annotations": len(docs),
         "n_annotations_in_split": ds.total_annotations,
         "limit": limit,
-        "model": str(model.config._name_or_path) if model is not None and getattr(model.config, "_name_or_path", "") else (
+        "model": str(model.config.name_or_path) if model is not None and getattr(model.config, "name_or_path", "") else (
             type(model).__name__ if model is not None else None),
         "model_fingerprint": engine.fingerprint if engine is not None else None,
         "is_adapler": bool(engine.is_adapler) if engine is not None else False,
@@ -595,7 +601,5 @@ def evaluate(
         work={k: dict(v) for k, v in engine.stats.items()} if engine is not None else {},
     )
     if out_dir is not None:
-        from .report import write_report
-
         write_report(result, out_dir)
     return result

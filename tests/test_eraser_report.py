@@ -57,7 +57,7 @@ def data_root(tmp_path_factory):
 def result(tiny, data_root, tmp_path_factory):
     model, tok = tiny
     out = tmp_path_factory.mktemp("out")
-    res = evaluate("movies", "test", model=model, tokenizer=tok, data_dir=data_root,
+    res = evaluate(dataset="movies", split="test", model=model, tokenizer=tok, data_dir=data_root,
                    methods=["adapler", "saliency", "attention", "attention_rollout", "random"], out_dir=out,
                    batch_size=4, threshold_scale=5.0, max_length=24, show_progress=False)
     return res, out
@@ -133,7 +133,7 @@ def test_export_rescores_to_the_same_numbers(result, data_root):
 def test_export_reimported_gives_same_metrics(result, data_root, tiny):
     _, tok = tiny
     res, out = result
-    again = evaluate("movies", "test", model=None, tokenizer=tok, data_dir=data_root, methods=[],
+    again = evaluate(dataset="movies", split="test", model=None, tokenizer=tok, data_dir=data_root, methods=[],
                      import_results=out / "random.results.jsonl", show_progress=False)
     a, b = again.metrics["import"], res.metrics["random"]
     for key in ("token_prf", "iou", "soft", "comprehensiveness", "sufficiency", "aopc", "classification"):

@@ -55,7 +55,7 @@ def test_sharpness_schedule():
 
 
 def test_parity_formula_known_value():
-    # method doc 7: a model that removes nothing is 0.9966x at n = 64 (CP overhead)
+    # docs/method.md §7: a model that removes nothing is 0.9966x at n = 64 (CP overhead)
     ratio = parity_bert_flops(64, 2) / parity_adapler_flops([64] * 12, 2)
     assert ratio == pytest.approx(0.9966, abs=1e-4)
     # hand arithmetic of BERT(64, 2) = 37872*64^2 + 170216500*64 + 1183490 - 1537 + 2*1537

@@ -116,7 +116,7 @@ def test_soft_removal_continuity_and_limits():
         assert soft_removal(x(1.0), delta, lam).item() == 0.0  # x = 1 keeps fully
         assert soft_removal(x(0.5), delta, lam).item() >= -0.1 / lam  # above: exp(S) ~ 1
     assert soft_removal(torch.tensor([[0.01]]), delta, 1e5).item() == NEG  # far below: clamped, removed
-    # lambda = 10, x = 0.9 delta keeps exp(-1 - 0.01) ~ 0.36 (method doc 3.3 example)
+    # lambda = 10, x = 0.9 delta keeps exp(-1 - 0.01) ~ 0.36 (docs/method.md §3.3 example)
     kept = torch.exp(soft_removal(torch.tensor([[0.09]]), delta, 10.0)).item()
     assert abs(kept - 0.3642) < 1e-3
 

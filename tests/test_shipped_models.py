@@ -16,7 +16,7 @@ def slice_report(model_dir: Path, data_dir: Path, task: str, split: str, limit: 
     from transformers import AutoTokenizer
 
     from adapler.evaluation import evaluate_features
-    from adapler.training import load_features
+    from adapler.inference import load_features
 
     model = AdapLeRForSequenceClassification.from_pretrained(model_dir).eval()
     features = load_features(task, split, AutoTokenizer.from_pretrained(model_dir), data_dir, limit)
