@@ -19,12 +19,18 @@ from .metrics import macro_f1
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def feature_batches(features: list[dict], batch_size: int) -> Iterator[tuple[list[int], dict]]:
-    """``(indices, batch)`` over length-grouped batches (fixed order, per-batch padding); the batch
-    holds ``labels`` (and ``saliency``) when the features do."""
-    lengths = [len(f["input_ids"]) for f in features]
-    for idx in D.length_grouped_batches(lengths, batch_size, seed=None):
-        yield idx, D.collate([features[i] for i in idx])
+def feature_batches(features: list[dict], batch_size: int = 64, batches: list[list[int]] | None = None,
+                    pad_id: int = 0) -> Iterator[tuple[list[int], dict]]:
+    """``(indices, batch)`` per batch, collated (:func:`adapler.data.collate`, per-batch padding).
+
+    The batches are length-grouped (``batch_size`` features, fixed order) unless ``batches`` gives
+    the plan (e.g. the ERASER engine's token-budget packing). A batch holds ``labels`` (and
+    ``saliency``, ``token_type_ids``) when the features do.
+    """
+    if batches is None:
+        batches = D.length_grouped_batches([len(f["input_ids"]) for f in features], batch_size, seed=None)
+    for idx in batches:
+        yield idx, D.collate([features[i] for i in idx], pad_id)
 
 
 def forward_batches(model, features: list[dict], batch_size: int = 64, forward: Callable | None = None,

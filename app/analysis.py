@@ -228,13 +228,12 @@ def analyze(bundle: ModelBundle, text: str, threshold_scale: float = 1.0,
             human: HumanExample | None = None) -> Analysis:
     """:func:`eraser_eval.analysis.analyze_text` on the bundle's model, engine and baseline, one
     analysis per model at a time; input problems become :class:`UserError`."""
-    with bundle.lock:
-        try:
-            analysis = analyze_text(bundle.model, bundle.tokenizer, text, threshold_scale, human,
-                                    engine=bundle.engine, baseline=bundle.baseline, labels=bundle.labels,
-                                    model_path=str(bundle.path))
-        except InputError as e:
-            raise UserError(str(e)) from None
+    try:
+        analysis = analyze_text(bundle.model, bundle.tokenizer, text, threshold_scale, human,
+                                engine=bundle.engine, baseline=bundle.baseline, labels=bundle.labels,
+                                model_path=str(bundle.path), lock=bundle.lock)
+    except InputError as e:
+        raise UserError(str(e)) from None
     if not bundle.trained_adapler:
         analysis.notices.append("This model folder is a plain BERT classifier: its Contribution Predictors and "
                                 "thresholds are untrained, so the pruning shown is not meaningful.")

@@ -13,6 +13,7 @@ Command line: ``python -m eraser_eval --help``.
 """
 
 from .align import Alignment, align, align_batch, align_text, make_windows
+from .analysis import Analysis, analyze_text
 from .data import DATASETS, EraserDataError, EraserDataset, load_dataset
 from .engine import Engine
 from .methods import METHODS, RationaleMethod, get_method
@@ -25,6 +26,7 @@ __all__ = [
     "DATASETS",
     "METHODS",
     "Alignment",
+    "Analysis",
     "DocInput",
     "Engine",
     "EraserDataError",
@@ -36,6 +38,7 @@ __all__ = [
     "align",
     "align_batch",
     "align_text",
+    "analyze_text",
     "evaluate",
     "get_method",
     "load_dataset",

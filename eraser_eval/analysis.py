@@ -7,11 +7,13 @@ methods as the ERASER runner (:mod:`eraser_eval.engine`, :mod:`eraser_eval.metho
 forward + backward gives probabilities, saliency and both attention scores; the AdapLeR method reads
 the timed ``mode="drop"`` pass (handed to the engine as a precomputed pass), so nothing runs twice.
 
-The caller serialises calls per model (the model toggles its attention kernel while it runs).
+Passes of one model must not overlap (the model toggles its attention kernel while it runs): pass
+the model's lock as ``lock``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import time
@@ -181,7 +183,7 @@ def human_for_text(text: str, example: HumanRationale | None) -> HumanRationale 
 
 def analyze_text(model, tokenizer, text: str, threshold_scale: float = 1.0, human: HumanRationale | None = None,
                  *, engine: Engine | None = None, baseline=None, labels: list[str] | None = None,
-                 model_path: str | None = None, max_windows: int = MAX_WINDOWS,
+                 model_path: str | None = None, lock=None, max_windows: int = MAX_WINDOWS,
                  max_chars: int = MAX_CHARS) -> Analysis:
     """Prediction, survival heatmap data, rationales, metrics and speed for one text.
 
@@ -189,7 +191,8 @@ def analyze_text(model, tokenizer, text: str, threshold_scale: float = 1.0, huma
     tokenizer. ``human``: a rationale over ``text.split()``, used only while the text is exactly its
     tokens. ``engine`` (default: a new one, memory cache) and ``baseline`` (default:
     ``adapler.evaluation.plain_bert_copy(model)``, the timed unpruned model) are worth keeping
-    between calls. ``labels``: class names (default: ``config.id2label``). Raises
+    between calls. ``labels``: class names (default: ``config.id2label``). ``lock``: held while the
+    model runs (a ``threading.Lock`` per model in a server). Raises
     :class:`InputError` for an empty text or a bad threshold scale.
     """
     engine = engine if engine is not None else Engine(model, tokenizer, batch_size=4)
@@ -258,57 +261,58 @@ def analyze_text(model, tokenizer, text: str, threshold_scale: float = 1.0, huma
     total_tokens = sum(w.length for w in windows)
     repeats = _repeats(total_tokens)
 
-    # ---- pruned pass per window (batch 1), timed; plus the unpruned baseline and masked, timed
-    t = time.perf_counter()
-    results: list[WindowResult] = []
-    ms = {"drop": 0.0, "masked": 0.0, "baseline": 0.0}
-    with torch.inference_mode():
-        for w in windows:
-            ids = torch.tensor([w.input_ids])
-            tt = torch.tensor([w.token_type_ids])
-            def run(m, ids=ids, tt=tt, **kw):
-                return lambda: m(input_ids=ids, token_type_ids=tt, **kw)
+    with lock if lock is not None else contextlib.nullcontext():  # the model passes, one caller at a time
+        # ---- pruned pass per window (batch 1), timed; plus the unpruned baseline and masked, timed
+        t = time.perf_counter()
+        results: list[WindowResult] = []
+        ms = {"drop": 0.0, "masked": 0.0, "baseline": 0.0}
+        with torch.inference_mode():
+            for w in windows:
+                ids = torch.tensor([w.input_ids])
+                tt = torch.tensor([w.token_type_ids])
+                def run(m, ids=ids, tt=tt, **kw):
+                    return lambda: m(input_ids=ids, token_type_ids=tt, **kw)
 
-            out, t_drop = time_call(run(model, mode="drop", threshold_scale=scale), repeats)
-            _, t_mask = time_call(run(model, mode="masked", threshold_scale=scale), 1)
-            _, t_base = time_call(run(baseline), repeats)
-            ms["drop"] += 1000 * t_drop
-            ms["masked"] += 1000 * t_mask
-            ms["baseline"] += 1000 * t_base
-            n = w.num_doc_pieces
-            results.append(WindowResult(
-                start=w.start, end=w.end,
-                pieces=tok.convert_ids_to_tokens(w.input_ids),
-                piece_word=[-1] + [int(x) for x in alignment.piece_word[w.start:w.end]] + [-1] * (w.length - 1 - n),
-                cp=out.cp_scores[0].float().numpy(),
-                keep=out.keep_masks[0].bool().numpy(),
-                thresholds=out.thresholds[0].float().numpy(),
-                layer_lengths=out.layer_lengths[0].float().numpy(),
-                probs=torch.softmax(out.logits[0].float(), -1).numpy(),
-            ))
-    timings["forward_timed"] = (time.perf_counter() - t) * 1000
+                out, t_drop = time_call(run(model, mode="drop", threshold_scale=scale), repeats)
+                _, t_mask = time_call(run(model, mode="masked", threshold_scale=scale), 1)
+                _, t_base = time_call(run(baseline), repeats)
+                ms["drop"] += 1000 * t_drop
+                ms["masked"] += 1000 * t_mask
+                ms["baseline"] += 1000 * t_base
+                n = w.num_doc_pieces
+                results.append(WindowResult(
+                    start=w.start, end=w.end,
+                    pieces=tok.convert_ids_to_tokens(w.input_ids),
+                    piece_word=[-1] + [int(x) for x in alignment.piece_word[w.start:w.end]] + [-1] * (w.length - 1 - n),
+                    cp=out.cp_scores[0].float().numpy(),
+                    keep=out.keep_masks[0].bool().numpy(),
+                    thresholds=out.thresholds[0].float().numpy(),
+                    layer_lengths=out.layer_lengths[0].float().numpy(),
+                    probs=torch.softmax(out.logits[0].float(), -1).numpy(),
+                ))
+        timings["forward_timed"] = (time.perf_counter() - t) * 1000
 
-    # ---- rationale methods: the same objects the ERASER runner uses, on the shared engine
-    t = time.perf_counter()
-    # one unpruned forward + backward gives probabilities, saliency (predicted class) and attention;
-    # the methods below read it from the engine's cache
-    full = engine.unpruned([doc], saliency=True, attention=True, rollout=True)[0]
-    base = [{k: full[k] for k in ("probs", "attention", "rollout")}]
-    probs_full = np.asarray(full["probs"], dtype=np.float64)
-    # the AdapLeR method reads the timed drop pass above (same windows, same scale): no second run
-    context = {"targets": [int(full["target"])], "base_attention": base, "threshold_scale": scale,
-               "adapler_passes": [{
-                   "probs": np.mean([r.probs for r in results], axis=0),
-                   "keep": scatter_window_scores(windows, [r.keep for r in results], alignment.num_pieces),
-                   "cp": scatter_window_scores(windows, [r.cp for r in results], alignment.num_pieces),
-                   "layer_lengths": [r.layer_lengths for r in results],
-               }]}
-    outputs = {}
-    for method in (AdapLeRMethod(), SaliencyMethod(), AttentionMethod(False), AttentionMethod(True)):
-        t_m = time.perf_counter()
-        outputs[method.name] = method.explain([doc], engine, context)[0]
-        timings[f"method_{method.name}"] = (time.perf_counter() - t_m) * 1000
-    timings["methods"] = (time.perf_counter() - t) * 1000
+        # ---- rationale methods: the same objects the ERASER runner uses, on the shared engine
+        t = time.perf_counter()
+        # one unpruned forward + backward gives probabilities, saliency (predicted class) and attention;
+        # the methods below read it from the engine's cache
+        full = engine.unpruned([doc], saliency=True, attention=True, rollout=True)[0]
+        base = [{k: full[k] for k in ("probs", "attention", "rollout")}]
+        probs_full = np.asarray(full["probs"], dtype=np.float64)
+        # the AdapLeR method reads the timed drop pass above (same windows, same scale): no second run
+        context = {"targets": [int(full["target"])], "base_attention": base, "threshold_scale": scale,
+                   "adapler_passes": [{
+                       "probs": np.mean([r.probs for r in results], axis=0),
+                       "keep": scatter_window_scores(windows, [r.keep for r in results], alignment.num_pieces),
+                       "cp": scatter_window_scores(windows, [r.cp for r in results], alignment.num_pieces),
+                       "layer_lengths": [r.layer_lengths for r in results],
+                   }]}
+        outputs = {}
+        for method in (AdapLeRMethod(), SaliencyMethod(), AttentionMethod(False), AttentionMethod(True)):
+            t_m = time.perf_counter()
+            outputs[method.name] = method.explain([doc], engine, context)[0]
+            timings[f"method_{method.name}"] = (time.perf_counter() - t_m) * 1000
+        timings["methods"] = (time.perf_counter() - t) * 1000
 
     # ---- equal-size rationales: k = words AdapLeR keeps to the last layer
     t = time.perf_counter()

@@ -44,6 +44,11 @@ class Cache:
         self.tables: dict[str, LRUTable] = {}
         self.dirty: set[str] = set()
 
+    @property
+    def mem(self) -> dict[str, LRUTable]:
+        """The tables in memory (name -> table); ``cache.mem.clear()`` forgets them (see :meth:`clear`)."""
+        return self.tables
+
     def __len__(self) -> int:
         """Entries over all tables."""
         return sum(len(t) for t in self.tables.values())
@@ -77,7 +82,7 @@ class Cache:
             self.dirty.clear()
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        for name in sorted(self.dirty):
+        for name in sorted(self.dirty & set(self.tables)):
             tmp = self.root / f"{name}.pkl.tmp"
             with open(tmp, "wb") as fh:
                 pickle.dump(dict(self.tables[name]), fh, protocol=pickle.HIGHEST_PROTOCOL)

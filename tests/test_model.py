@@ -1,5 +1,6 @@
 """The model's three paths, its thresholds, saving/loading (tiny random BERT configs)."""
 
+import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
@@ -171,7 +172,6 @@ def test_attentions_returned_in_masked_mode(tiny_model):
 
 def test_bad_mode_and_threshold_length(tiny_model):
     ids, mask = random_batch()
-    import pytest
 
     with pytest.raises(ValueError, match="mode"):
         tiny_model(input_ids=ids, attention_mask=mask, mode="fast")
