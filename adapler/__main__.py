@@ -6,28 +6,33 @@ import argparse
 import dataclasses
 import json
 import sys
+import typing
 
 from . import data as D
+from . import training
+from .evaluation import calibrate_command, evaluate_command
 
 
-def _add_dataclass_args(parser: argparse.ArgumentParser, cls, helps: dict[str, str]):
+def add_dataclass_options(parser: argparse.ArgumentParser, cls, helps: dict[str, str]) -> None:
+    """One ``--flag`` per field of the argument dataclass ``cls``, typed from its resolved type hints
+    (``X | None`` -> X; bool -> ``--flag/--no-flag``); fields without a default are required."""
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else None
+        kind = hints[f.name]
+        base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        kind = f.type if isinstance(f.type, type) else str(f.type)
-        if str(f.type).startswith("bool"):
+        default = None if required else f.default
+        flag = "--" + f.name.replace("_", "-")
+        if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=helps.get(f.name))
-            continue
-        conv = {"int": int, "float": float, "str": str}
-        base = next((v for k, v in conv.items() if str(kind).startswith(k)), str)
-        parser.add_argument(flag, type=base, default=default, required=required,
-                            help=(helps.get(f.name, "") + f" (default: {default})").strip())
+        else:
+            parser.add_argument(flag, type=base, default=default, required=required,
+                                help=(helps.get(f.name, "") + f" (default: {default})").strip())
 
 
 COMMON_HELP = {
-    "task": f"one of {', '.join(D.TASKS)}",
-    "data_dir": f"local data folder laid out like ../shared/data (default: ${D.DATA_DIR_ENV}; none = Hugging Face Hub)",
+    "task": f"one of {', '.join(D.training_tasks())}",
+    "data_dir": f"local data folder, see docs/data.md (default: ${D.DATA_DIR_ENV}; none = Hugging Face Hub)",
     "output_dir": "where the final model is written",
     "run_dir": "checkpoints and resume state (default: OUTPUT_DIR/run); re-run the same command to resume",
     "limit": "use only the first N training examples",
@@ -44,12 +49,10 @@ SPLIT_HELP = "train, val or test, or a slice of one as in `datasets`: train[3600
 
 
 def main(argv=None) -> int:
-    from . import training
-
     parser = argparse.ArgumentParser(prog="python -m adapler", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("finetune", help="fine-tune a plain BERT classifier (pipeline step 1)")
-    _add_dataclass_args(p, training.FinetuneArgs, {
+    add_dataclass_options(p, training.FinetuneArgs, {
         **COMMON_HELP, "base_model": "BERT checkpoint folder or Hub id, or an AdapLeR folder (its encoder "
                        "and classifier) (default: embedded all-MiniLM-L6-v2)"})
     p = sub.add_parser("saliency", help="gradient x input saliency file, keyed by example id (step 2)")
@@ -62,7 +65,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--target", default="gold", choices=["gold", "predicted"], help="class whose logit is explained")
     p = sub.add_parser("train", help="train AdapLeR: CPs, thresholds and BERT (step 3)")
-    _add_dataclass_args(p, training.TrainArgs, {**COMMON_HELP,
+    add_dataclass_options(p, training.TrainArgs, {**COMMON_HELP,
         "init_model": "fine-tuned model folder to start from", "saliency": "saliency file of the training split",
         "gamma": "weight of the CP KL loss (default: per task)", "phi": "weight of the length loss (default: per task)",
         "cp_lr": "learning rate of the Contribution Predictors", "eta_lr": "learning rate of the thresholds",
@@ -108,12 +111,8 @@ def main(argv=None) -> int:
             result = training.train_adapler(training.TrainArgs(**kwargs))
             print(json.dumps({k: v for k, v in result.items() if k != "args"}, indent=2))
         elif args.command == "calibrate":
-            from .evaluation import calibrate_command
-
             print(json.dumps(calibrate_command(args), indent=2))
         elif args.command == "evaluate":
-            from .evaluation import evaluate_command
-
             report = evaluate_command(args.model, args.task, args.split, args.data_dir, args.limit,
                                       args.baseline, args.threshold_scale, args.timing_examples,
                                       args.attention_baseline,

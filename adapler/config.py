@@ -11,8 +11,8 @@ class AdapLeRConfig(BertConfig):
     Args:
         cp_hidden_size: hidden width of each Contribution Predictor (reference: 32).
         eta_init: initial per-layer threshold numerator; threshold ``delta_l = eta_l / n_l`` (0.25).
-        cls_share: learn the [CLS] share of the KL targets (method doc 4.3, the reference's THETA).
-        soft_beta: slope of the shallow branch of the soft removal function (method doc 3.3; 0.1).
+        cls_share: learn the [CLS] share of the KL targets (docs/method.md §4.3, the reference's THETA).
+        soft_beta: slope of the shallow branch of the soft removal function (docs/method.md §3.3; 0.1).
     """
 
     model_type = "adapler"

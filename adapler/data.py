@@ -1,9 +1,15 @@
-"""Task registry, local and Hub loaders, tokenisation and length-grouped batching.
+"""Task registry, data-folder resolution, local and Hub loaders, tokenisation and batching.
 
-Every task yields examples ``{"id": str, "text": str, "label": int}`` (``text_pair`` too for pair
-tasks). Local files come from a data folder (``--data-dir`` or ``ADAPLER_DATA_DIR``) laid out like
-``../shared/data`` (see its README); with no folder the same datasets are loaded from the Hugging
-Face Hub by name. Examples are keyed by id everywhere (saliency files, reports), never by order.
+The one registry of tasks/datasets (``TASKS``) and the one data-folder resolution (:func:`data_root`)
+used by training, evaluation, the ERASER evaluation and the explorer. A task's ``eraser`` entry says
+where its ERASER rationales live and how its classes map to the ERASER labels (HateXplain's three
+classes -> toxic / non-toxic).
+
+Every task yields examples ``{"id": str, "text": str, "label": int}``. Local files come from a data
+folder (``--data-dir`` or ``ADAPLER_DATA_DIR``, see docs/data.md); with no folder the same datasets
+are loaded from the Hugging Face Hub by name. Examples are keyed by id everywhere (saliency files,
+reports), never by order. ERASER-format files (annotation JSONL, ``docs/`` or ``docs.jsonl``) are
+read by :func:`read_jsonl` and :func:`load_documents`, here and in ``eraser_eval.data``.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import os
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,6 +29,7 @@ import torch
 from .windows import split_windows
 
 DATA_DIR_ENV = "ADAPLER_DATA_DIR"
+LEGACY_DATA_DIR_ENV = "ERASER_DATA_DIR"  # still read, after ADAPLER_DATA_DIR
 
 
 class DataError(ValueError):
@@ -29,20 +37,54 @@ class DataError(ValueError):
 
 
 @dataclass(frozen=True)
+class EraserSpec:
+    """Where a task's ERASER rationales live and how model classes map to the ERASER labels."""
+
+    subdir: str  # relative to the data root
+    labels: tuple[str, ...]  # ERASER label names; index = label id in the rationale metrics
+    has_query: bool = False  # True: the query (question || answer) goes into segment B
+    # lower-cased class names (a model's id2label, the task's labels) -> ERASER label
+    label_map: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     name: str
-    labels: tuple[str, ...]
+    labels: tuple[str, ...]  # the model's classes
     max_length: int
-    # Per-task AdapLeR defaults (method doc 4.4; tuned here where the reference has none).
+    # Per-task AdapLeR defaults (docs/method.md §4.4; tuned here where the reference has none).
     gamma: float
     phi: float
     long_inputs: bool = False  # documents longer than max_length: split into windows
+    eraser: EraserSpec | None = None  # None: no ERASER rationales for this task
 
+    def eraser_label(self, name: str) -> str | None:
+        """The ERASER label meaning class ``name`` (case-insensitive), or None."""
+        if self.eraser is None:
+            return None
+        key = str(name).strip().lower()
+        lookup = {lab.lower(): lab for lab in self.eraser.labels} | self.eraser.label_map
+        return lookup.get(key)
+
+
+_HATEXPLAIN_TOXIC = {"hatespeech": "toxic", "hate speech": "toxic", "hate": "toxic", "offensive": "toxic",
+                     "normal": "non-toxic", "nontoxic": "non-toxic", "non_toxic": "non-toxic", "not toxic": "non-toxic"}
 
 TASKS: dict[str, TaskSpec] = {
     "sst2": TaskSpec("sst2", ("negative", "positive"), 64, gamma=0.05, phi=0.01),
-    "hatexplain": TaskSpec("hatexplain", ("hatespeech", "offensive", "normal"), 128, gamma=0.05, phi=0.01),
-    "movies": TaskSpec("movies", ("NEG", "POS"), 512, gamma=0.05, phi=0.001, long_inputs=True),
+    "hatexplain": TaskSpec(
+        "hatexplain", ("hatespeech", "offensive", "normal"), 128, gamma=0.05, phi=0.01,
+        eraser=EraserSpec("hatexplain/eraser", ("non-toxic", "toxic"), label_map=_HATEXPLAIN_TOXIC)),
+    "movies": TaskSpec(
+        "movies", ("NEG", "POS"), 512, gamma=0.05, phi=0.001, long_inputs=True,
+        eraser=EraserSpec("movies", ("NEG", "POS"),
+                          label_map={"neg": "NEG", "negative": "NEG", "pos": "POS", "positive": "POS"})),
+    # evaluated on its ERASER rationales only (no training loader)
+    "multirc": TaskSpec(
+        "multirc", ("False", "True"), 512, gamma=0.05, phi=0.001, long_inputs=True,
+        eraser=EraserSpec("multirc", ("False", "True"), has_query=True,
+                          label_map={"false": "False", "no": "False", "incorrect": "False",
+                                     "true": "True", "yes": "True", "correct": "True"})),
 }
 SPLIT_ALIASES = {"validation": "val", "dev": "val", "val": "val", "train": "train", "test": "test"}
 
@@ -53,13 +95,56 @@ def get_task(name: str) -> TaskSpec:
     return TASKS[name]
 
 
+def training_tasks() -> list[str]:
+    """Tasks with example loaders (``finetune``, ``train``, ``evaluate``)."""
+    return [name for name in TASKS if name in _LOCAL]
+
+
+def eraser_tasks() -> list[str]:
+    """Tasks with ERASER rationales (``python -m eraser_eval --dataset``)."""
+    return [name for name, spec in TASKS.items() if spec.eraser is not None]
+
+
+def class_label_map(config, task: str | TaskSpec) -> list[str]:
+    """ERASER label of every model class of ``config`` for ``task``.
+
+    Read from ``config.id2label`` when the names are meaningful (``NEG``/``negative``,
+    ``hatespeech``/``offensive`` -> ``toxic``, ``normal`` -> ``non-toxic``, ...); generic names
+    (``LABEL_0``) fall back to the ERASER label order (as many classes as ERASER labels) or to the
+    task's own classes mapped to ERASER labels (HateXplain's three classes).
+    """
+    spec = get_task(task) if isinstance(task, str) else task
+    if spec.eraser is None:
+        raise DataError(f"task {spec.name!r} has no ERASER rationales")
+    num = int(getattr(config, "num_labels", 0) or len(getattr(config, "id2label", {}) or {}))
+    id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+    mapped = [spec.eraser_label(id2label.get(i, "")) for i in range(num)]
+    if num and all(m is not None for m in mapped):
+        return mapped  # type: ignore[return-value]
+    if num == len(spec.eraser.labels):
+        return list(spec.eraser.labels)
+    if num == len(spec.labels):
+        return [spec.eraser_label(lab) for lab in spec.labels]  # type: ignore[misc]
+    raise ValueError(
+        f"cannot map the model's {num} classes {[id2label.get(i) for i in range(num)]} to dataset labels "
+        f"{list(spec.eraser.labels)}; set config.id2label"
+    )
+
+
+def data_root(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The one data-folder resolution: ``data_dir``, else ``$ADAPLER_DATA_DIR``, else
+    ``$ERASER_DATA_DIR``, else None. The folder holds ``sst2/``, ``movies/``, ``hatexplain/``,
+    ``multirc/`` (see docs/data.md)."""
+    for cand in (data_dir, os.environ.get(DATA_DIR_ENV), os.environ.get(LEGACY_DATA_DIR_ENV)):
+        if cand:
+            return Path(cand).expanduser()
+    return None
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
-    """The explicit folder, else ``$ADAPLER_DATA_DIR``, else None (= load from the Hub)."""
-    value = data_dir or os.environ.get(DATA_DIR_ENV)
-    if not value:
-        return None
-    path = Path(value).expanduser()
-    if not path.is_dir():
+    """:func:`data_root`, checked to exist; None = load from the Hub."""
+    path = data_root(data_dir)
+    if path is not None and not path.is_dir():
         raise DataError(f"data folder {path} does not exist (set --data-dir or {DATA_DIR_ENV})")
     return path
 
@@ -67,6 +152,9 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
 def load_examples(task: str, split: str, data_dir=None, limit: int | None = None) -> list[dict]:
     """Examples of one split, from the data folder when there is one, else from the Hub."""
     spec = get_task(task)
+    if spec.name not in _LOCAL:
+        raise DataError(f"task {spec.name!r} has no example loader (it is evaluated on its ERASER rationales: "
+                        "python -m eraser_eval)")
     split, rows = parse_split(split)
     root = resolve_data_dir(data_dir)
     loader = _LOCAL[spec.name] if root is not None else _HUB[spec.name]
@@ -93,17 +181,79 @@ def _need(path: Path) -> Path:
     return path
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(_need(path), encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` per non-blank line; errors name the file and the line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    for lineno, line in enumerate(text.split("\n"), start=1):  # not splitlines(): U+2028 may sit in a string
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
+
+
+def tokenize_document(text: str) -> list[list[str]]:
+    """ERASER's document tokenisation: one sentence per line, tokens separated by spaces; empty
+    tokens and empty lines dropped."""
+    sentences = []
+    for line in text.split("\n"):
+        toks = [t for t in line.strip().split(" ") if t]
+        if toks:
+            sentences.append(toks)
+    return sentences
+
+
+def load_documents(path: str | os.PathLike, docids: Iterable[str] | None = None) -> dict[str, list[list[str]]]:
+    """Tokenised documents (sentences of tokens) of an ERASER folder: ``docs/`` (one file per docid)
+    or ``docs.jsonl``. ``docids`` restricts loading to those; a requested docid that does not exist
+    is not an error here (callers report it with their own context)."""
+    path = Path(path)
+    wanted = None if docids is None else set(docids)
+    docs: dict[str, list[list[str]]] = {}
+    folder, jsonl = path / "docs", path / "docs.jsonl"
+    if folder.is_dir():
+        names = wanted if wanted is not None else [p.name for p in folder.iterdir() if p.is_file()]
+        for docid in sorted(names):
+            f = folder / docid
+            if not f.is_file() or Path(docid).name != docid:
                 continue
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}, line {lineno}: not valid JSON ({err.msg})") from None
-    return rows
+                text = f.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            docs[docid] = tokenize_document(text)
+    elif jsonl.is_file():
+        for lineno, obj in read_jsonl(jsonl):
+            docid, text = obj.get("docid"), obj.get("document")
+            if not isinstance(docid, str) or not isinstance(text, str):
+                raise DataError(f"{jsonl}:{lineno}: a docs.jsonl line needs string 'docid' and 'document'")
+            if wanted is not None and docid not in wanted:
+                continue
+            if docid in docs:
+                raise DataError(f"{jsonl}:{lineno}: duplicate docid {docid!r}")
+            docs[docid] = tokenize_document(text)
+    else:
+        raise DataError(f"{path}: no documents (neither a docs/ folder nor docs.jsonl)")
+    return docs
+
+
+def _document_texts(folder: Path, docids: list[str]) -> dict[str, str]:
+    """Text of each ERASER document (its tokens joined by spaces); a missing one is an error."""
+    docs = load_documents(folder, docids)
+    missing = [d for d in docids if d not in docs]
+    if missing:
+        raise DataError(f"{folder}: no document {missing[0]!r} ({len(missing)} missing)")
+    return {d: " ".join(tok for sent in sents for tok in sent) for d, sents in docs.items()}
 
 
 def _local_sst2(root: Path, split: str) -> list[dict]:
@@ -125,31 +275,27 @@ def _local_sst2(root: Path, split: str) -> list[dict]:
 
 def _local_hatexplain(root: Path, split: str) -> list[dict]:
     base = root / "hatexplain"
-    labels = {r["post_id"]: r for r in _read_jsonl(base / "labels.jsonl")}
-    docs = {r["docid"]: r["document"] for r in _read_jsonl(base / "eraser" / "docs.jsonl")}
+    labels = {r["post_id"]: r for _, r in read_jsonl(_need(base / "labels.jsonl"))}
     divisions = json.loads(_need(base / "post_id_divisions.json").read_text())
+    post_ids = divisions[split]
+    for post_id in post_ids:
+        if post_id not in labels:
+            raise DataError(f"{base}: post {post_id} of split {split} has no label")
+    texts = _document_texts(base / "eraser", post_ids)
     names = TASKS["hatexplain"].labels
-    out = []
-    for post_id in divisions[split]:
-        if post_id not in labels or post_id not in docs:
-            raise DataError(f"{base}: post {post_id} of split {split} has no label or no text")
-        out.append({"id": post_id, "text": docs[post_id], "label": names.index(labels[post_id]["label"])})
-    return out
+    return [{"id": p, "text": texts[p], "label": names.index(labels[p]["label"])} for p in post_ids]
 
 
 def _local_movies(root: Path, split: str) -> list[dict]:
     """Reviews interleaved by class (negR_000, posR_000, negR_001, ...): the ERASER files list all
     negative reviews first, so a plain ``--limit N`` would otherwise take one class only."""
     base = root / "movies"
-    out = []
-    rows = _read_jsonl(base / f"{split}.jsonl")
+    rows = [r for _, r in read_jsonl(_need(base / f"{split}.jsonl"))]
     rows.sort(key=lambda r: (int("".join(c for c in r["annotation_id"] if c.isdigit()) or 0), r["annotation_id"]))
-    for row in rows:
-        docid = row["annotation_id"]
-        lines = _need(base / "docs" / docid).read_text(encoding="utf-8").splitlines()
-        text = " ".join(line.strip() for line in lines if line.strip())
-        out.append({"id": docid, "text": text, "label": TASKS["movies"].labels.index(row["classification"])})
-    return out
+    texts = _document_texts(base, [r["annotation_id"] for r in rows])
+    names = TASKS["movies"].labels
+    return [{"id": r["annotation_id"], "text": texts[r["annotation_id"]], "label": names.index(r["classification"])}
+            for r in rows]
 
 
 _LOCAL = {"sst2": _local_sst2, "hatexplain": _local_hatexplain, "movies": _local_movies}
@@ -158,14 +304,14 @@ _LOCAL = {"sst2": _local_sst2, "hatexplain": _local_hatexplain, "movies": _local
 # ---------------------------------------------------------------- Hugging Face Hub (when online)
 
 def _hub_sst2(split: str) -> list[dict]:
-    import datasets
+    import datasets  # optional heavy dependency: only when loading from the Hub
 
     ds = datasets.load_dataset("glue", "sst2", split={"val": "validation"}.get(split, split))
     return [{"id": f"sst2-{split}-{r['idx']}", "text": r["sentence"].strip(), "label": r["label"]} for r in ds]
 
 
 def _hub_hatexplain(split: str) -> list[dict]:
-    import datasets
+    import datasets  # optional heavy dependency: only when loading from the Hub
 
     ds = datasets.load_dataset("hatexplain", split={"val": "validation"}.get(split, split))
     out = []
@@ -179,7 +325,7 @@ def _hub_hatexplain(split: str) -> list[dict]:
 
 
 def _hub_movies(split: str) -> list[dict]:
-    import datasets
+    import datasets  # optional heavy dependency: only when loading from the Hub
 
     ds = datasets.load_dataset("movie_rationales", split={"val": "validation"}.get(split, split))
     return [{"id": f"movies-{split}-{i}", "text": " ".join(r["review"].split()), "label": r["label"]}
@@ -214,14 +360,20 @@ def encode(examples: list[dict], tokenizer, max_length: int, windows: bool = Fal
 
 
 def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Right-pad a list of features to the batch's longest (per-batch padding)."""
+    """Right-pad a list of features to the batch's longest (per-batch padding): the one collate of
+    training, evaluation and the ERASER engine. ``token_type_ids`` from the features when they have
+    them (segment B of query tasks), else 0; ``saliency`` and ``labels`` when present."""
     longest = max(len(f["input_ids"]) for f in features)
     ids = torch.full((len(features), longest), pad_id, dtype=torch.long)
     mask = torch.zeros((len(features), longest), dtype=torch.long)
+    types = torch.zeros((len(features), longest), dtype=torch.long)
     for i, f in enumerate(features):
-        ids[i, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
-        mask[i, : len(f["input_ids"])] = 1
-    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+        n = len(f["input_ids"])
+        ids[i, :n] = torch.as_tensor(f["input_ids"], dtype=torch.long)
+        mask[i, :n] = 1
+        if f.get("token_type_ids") is not None:
+            types[i, :n] = torch.as_tensor(f["token_type_ids"], dtype=torch.long)
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
     if "saliency" in features[0]:
         sal = torch.zeros((len(features), longest))
         for i, f in enumerate(features):

@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import statistics
-import time
+from pathlib import Path
 
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from . import data as D
+from .attention import attention_topk_at_flops
 from .flops import flops_per_example, speedup
-from .training import example_accuracy
-
-
-@torch.no_grad()
-def run_hard(model, features, batch_size=32, mode="masked", threshold_scale=1.0, thresholds=None):
-    """Hard-decision inference over features; per feature: logits, layer lengths, CP scores (trimmed)."""
-    model.eval()
-    lengths = [len(f["input_ids"]) for f in features]
-    logits = torch.zeros(len(features), model.config.num_labels)
-    layer_lengths = torch.zeros(len(features), model.config.num_hidden_layers)
-    cp_scores: list = [None] * len(features)
-    for idx in D.length_grouped_batches(lengths, batch_size, seed=None):
-        batch = D.collate([features[i] for i in idx])
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    token_type_ids=batch["token_type_ids"], mode=mode, threshold_scale=threshold_scale,
-                    thresholds=thresholds)
-        logits[idx] = out.logits.float()
-        layer_lengths[idx] = out.layer_lengths.float()
-        for row, i in enumerate(idx):
-            cp_scores[i] = out.cp_scores[row, :, : lengths[i]]
-    return logits, layer_lengths, cp_scores
+from .inference import example_accuracy, feature_batches, load_features, predict_logits, run_hard, time_call
+from .modeling import AdapLeRForSequenceClassification
 
 
 def plain_bert_copy(model) -> BertForSequenceClassification:
@@ -43,30 +25,19 @@ def plain_bert_copy(model) -> BertForSequenceClassification:
     return bert
 
 
-def _time(fn, batches, repeats: int) -> float:
-    """Median over repeats of the total seconds to run ``fn`` on every batch."""
-    fn(batches[0])  # warm-up
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for b in batches:
-            fn(b)
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
-
-
 @torch.no_grad()
 def wall_clock(model, baseline, features, batch_size: int, max_examples: int = 256, repeats: int = 3,
                threshold_scale: float = 1.0) -> dict:
     """Measured seconds of ``drop`` vs the unpruned baseline on the same batches, side by side."""
     feats = features[:max_examples]
-    lengths = [len(f["input_ids"]) for f in feats]
-    batches = [D.collate([feats[i] for i in idx])
-               for idx in D.length_grouped_batches(lengths, batch_size, seed=None)]
-    for b in batches:
-        b.pop("labels", None)
-    t_drop = _time(lambda b: model(**b, mode="drop", threshold_scale=threshold_scale), batches, repeats)
-    t_base = _time(lambda b: baseline(**b), batches, repeats)
+    batches = [{k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+               for _, b in feature_batches(feats, batch_size)]
+
+    def timed(fn) -> float:  # median over repeats of one run over every batch, after a warm-up batch
+        return time_call(lambda: [fn(b) for b in batches], repeats, warmup=lambda: fn(batches[0]))[1]
+
+    t_drop = timed(lambda b: model(**b, mode="drop", threshold_scale=threshold_scale))
+    t_base = timed(lambda b: baseline(**b))
     return {"batch_size": batch_size, "examples": len(feats), "adapler_ms_per_example": 1000 * t_drop / len(feats),
             "baseline_ms_per_example": 1000 * t_base / len(feats), "speedup": t_base / t_drop}
 
@@ -107,11 +78,6 @@ def threshold_sweep(model, features, scales) -> list[dict]:
 def evaluate_command(model_path, task, split, data_dir=None, limit=None, baseline_path=None,
                      threshold_scale=1.0, timing_examples=256, attention_baseline=True, sweep=()) -> dict:
     """``python -m adapler evaluate``: one JSON report for a model on one split."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from .modeling import AdapLeRForSequenceClassification
-    from .training import load_features, predict_logits
-
     model = AdapLeRForSequenceClassification.from_pretrained(model_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     features = load_features(task, split, tokenizer, data_dir, limit)
@@ -124,8 +90,6 @@ def evaluate_command(model_path, task, split, data_dir=None, limit=None, baselin
     report["baseline"] = example_accuracy(features, predict_logits(base, features))
     report["baseline"]["source"] = baseline_path or "same weights, no pruning"
     if attention_baseline:
-        from .attention import attention_topk_at_flops
-
         report["attention_topk"] = attention_topk_at_flops(model, features, report["adapler"])
     if sweep:
         report["threshold_sweep"] = threshold_sweep(model, features, sweep)
@@ -135,7 +99,7 @@ def evaluate_command(model_path, task, split, data_dir=None, limit=None, baselin
 def calibrate_thresholds(model, features, baseline_accuracy: float, max_drop: float = 0.01,
                          scales=(0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0), min_speedup: float | None = None) -> dict:
     """Pick the threshold scale with the highest FLOPs speedup whose accuracy on ``features`` is
-    >= ``baseline_accuracy - max_drop`` (model selection of method doc 4.5 extended to the scale),
+    >= ``baseline_accuracy - max_drop`` (model selection of docs/method.md §4.5 extended to the scale),
     and bake it into ``model.eta``. When no scale qualifies: with ``min_speedup``, the most accurate
     scale reaching that corrected speedup; else scale 1 (the learned thresholds)."""
     points = threshold_sweep(model, features, scales)
@@ -155,14 +119,6 @@ def calibrate_thresholds(model, features, baseline_accuracy: float, max_drop: fl
 
 def calibrate_command(args) -> dict:
     """``python -m adapler calibrate``: writes the calibrated model and ``calibration.json``."""
-    import json
-    from pathlib import Path
-
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from .modeling import AdapLeRForSequenceClassification
-    from .training import load_features, predict_logits
-
     model = AdapLeRForSequenceClassification.from_pretrained(args.model).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     features = load_features(args.task, args.split, tokenizer, args.data_dir, args.limit)

@@ -2,7 +2,7 @@
 
 Two counts:
 
-* ``parity``: the reference implementation's formula (method doc 7), constants fitted with the TF
+* ``parity``: the reference implementation's formula (docs/method.md §7), constants fitted with the TF
   profiler on bert-base-uncased (per layer ``3156 n^2 + 14233554 n`` for AdapLeR layers incl. CP,
   ``37872/12 n^2 + 170216500/12 n`` for plain BERT layers). Its quirks are kept on purpose and
   labelled: lengths read from CP scores (``> 1e-6`` = alive), the last layer's length taken as
@@ -18,6 +18,7 @@ Speedup over a dataset = sum of baseline FLOPs / sum of AdapLeR FLOPs (ratio of 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 # ---------------------------------------------------------------- reference parity formula
@@ -94,6 +95,22 @@ def corrected_adapler_flops(n_input: int, lengths: Sequence[float], config, num_
     for n_before, n in zip(before, lengths):
         total += cp_flops(n_before, h, cp_h) + layer_flops(n, h, f, a)
     return total
+
+
+def topk_lengths(n: int, fractions) -> list[int]:
+    """Tokens processed by each layer under top-k pruning: ceil(fraction * n), at least 1 ([CLS]),
+    never growing (the attention top-k baseline, ``adapler.attention``)."""
+    out, prev = [], n
+    for f in fractions:
+        prev = min(prev, max(1, math.ceil(f * n)))
+        out.append(prev)
+    return out
+
+
+def topk_flops(n: int, fractions, config) -> float:
+    """Corrected FLOPs of one input of ``n`` tokens under top-k pruning with per-layer ``fractions``."""
+    h, f, a = config.hidden_size, config.intermediate_size, config.num_attention_heads
+    return head_flops(h, config.num_labels, n) + sum(layer_flops(k, h, f, a) for k in topk_lengths(n, fractions))
 
 
 # ---------------------------------------------------------------- per example and per dataset

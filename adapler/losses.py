@@ -1,4 +1,4 @@
-"""Training losses of AdapLeR (method doc 4.2-4.3)."""
+"""Training losses of AdapLeR (docs/method.md §4.2-4.3)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _kl(target: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
 def cp_kl_loss(cp_scores: torch.Tensor, saliency: torch.Tensor, attention_mask: torch.Tensor,
                eta: torch.Tensor, sharpness: float, theta: torch.Tensor | None = None,
                beta: float = 0.1) -> torch.Tensor:
-    """``sum_l (layers - l) * KL_l(saliency target || CP_l)``, method doc 4.2.
+    """``sum_l (layers - l) * KL_l(saliency target || CP_l)``, docs/method.md §4.2.
 
     The target of layer l is the input-level saliency renormalised over the tokens that survive the
     soft removals of CPs 0..l-1, re-simulated from the CP outputs (so gradients reach the CPs through
@@ -50,7 +50,7 @@ def sharpness_for_step(step: int, total_steps: int, start: float = 10.0, end: fl
 
 
 def sharpness_for_epoch(epoch: int, epochs: int) -> float:
-    """Reference lambda schedule (method doc 3.4): 10*10^k; 10*3^k for 10 epochs; 50*50^k for 3."""
+    """Reference lambda schedule (docs/method.md §3.4): 10*10^k; 10*3^k for 10 epochs; 50*50^k for 3."""
     if epochs == 10:
         return 10.0 * 3.0**epoch
     if epochs == 3:

@@ -4,7 +4,7 @@ Before layer ``l`` the CP scores every surviving token; a token is kept iff its 
 ``p_j >= delta_l = eta_l / n_l`` (``n_l`` = tokens alive before the decision, [CLS] included).
 [CLS] is never removed. One encoder loop, three paths (``mode=``):
 
-* ``"soft"``   training path: the sharpness-annealed soft removal of method doc 3.3-3.4, applied as a
+* ``"soft"``   training path: the sharpness-annealed soft removal of docs/method.md §3.3-3.4, applied as a
                cumulative log-mask on the attention logits of keys;
 * ``"masked"`` exact hard decisions applied as an attention bias (no compute saved; metric reference);
 * ``"drop"``   removed tokens are physically gathered out between layers, per example, re-padded to the
@@ -77,7 +77,7 @@ def masked_softmax(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def soft_removal(x: torch.Tensor, delta: torch.Tensor, sharpness: float, beta: float = 0.1) -> torch.Tensor:
-    """Log keep-mask ``S(x)`` of method doc 3.3, in [-10000, 0], continuous at ``x = delta``.
+    """Log keep-mask ``S(x)`` of docs/method.md §3.3, in [-10000, 0], continuous at ``x = delta``.
 
     Above the threshold ``exp(S)`` stays in ``[exp(-beta/lambda), 1]`` (a small slope, so ``eta`` gets
     gradient); below it decays like ``exp(-lambda * (delta - x) / delta)``. x: (B, L); delta: (B, 1).
@@ -154,7 +154,7 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
         n = config.num_hidden_layers
         self.cps = nn.ModuleList(ContributionPredictor(config) for _ in range(n))
         self.eta = nn.Parameter(torch.full((n,), float(config.eta_init)))  # learned by its own optimiser
-        # [CLS] share of the KL targets for layers 1..n-1 (method doc 4.3); None when the flag is off
+        # [CLS] share of the KL targets for layers 1..n-1 (docs/method.md §4.3); None when the flag is off
         self.theta = nn.Parameter(torch.ones(n - 1)) if config.cls_share and n > 1 else None
         self.post_init()
 
@@ -226,7 +226,7 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
             thresholds: per-layer ``eta`` overriding the learned ones (list or tensor of ``layers``).
             sharpness: lambda of the ``soft`` path (default 1e20 = exact hard step).
             cls_probe: (layers-1,) [CLS] rescale before the threshold test (training-only gradient
-                probe of method doc 4.3); None = identity.
+                probe of docs/method.md §4.3); None = identity.
             output_attentions: also return per-layer attention probabilities (eager kernel).
             output_hidden_states, return_dict: accepted for compatibility; hidden states of a
                 shrinking sequence are not returned, and the output is always an ``AdapLeROutput``.
@@ -275,7 +275,7 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
             p = masked_softmax(self.cps[l](hidden), u)  # (B, L)
             p_test = self._probe(p, l, cls_probe)
             delta = (eta[l] / (m.sum(-1) + 1.0)).unsqueeze(-1)  # (B, 1)
-            if sharpness is not None:  # soft path (method doc 3.4)
+            if sharpness is not None:  # soft path (docs/method.md §3.4)
                 e = soft_removal(p_test, delta, sharpness, self.config.soft_beta) * m
                 m = torch.where(m > 1e-6, m * torch.exp(e), m)
                 key_bias = (key_bias + e).clamp_min(NEG)

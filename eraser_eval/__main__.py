@@ -7,11 +7,17 @@ Writes metrics.json, metrics.csv, fpr.csv, report.md, report.html and <method>.r
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
+
+import pandas as pd
+import torch
 
 from .data import DATASETS, EraserDataError
 from .methods import METHODS
 from .metrics import AOPC_THRESHOLDS
+from .runner import EvalConfig, evaluate
 
 
 def _floats(text: str) -> list[float]:
@@ -24,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     p.add_argument("--split", default="test", help="train, val or test (default: test)")
     p.add_argument("--data-dir", default=None,
-                   help="folder containing movies/, multirc/, hatexplain/ (default: $ERASER_DATA_DIR, "
-                        "then $ADAPLER_DATA_DIR)")
+                   help="folder containing movies/, multirc/, hatexplain/, see docs/data.md "
+                        "(default: $ADAPLER_DATA_DIR, then $ERASER_DATA_DIR)")
     p.add_argument("--model", default=None, help="AdapLeR or plain BERT model folder")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder)")
     p.add_argument("--methods", default="adapler,saliency,attention,random",
@@ -62,18 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
-    from .runner import evaluate
-
     cache_dir = args.cache_dir
     if args.no_cache:
-        import tempfile
-
         cache_dir = tempfile.mkdtemp(prefix="eraser_eval_nocache_")
     try:
-        res = evaluate(
+        res = evaluate(EvalConfig(
             dataset=args.dataset, split=args.split, model=args.model, tokenizer=args.tokenizer,
             data_dir=args.data_dir, methods=args.methods, limit=args.limit, import_results=args.import_results,
             batch_size=args.batch_size, layer=args.layer, max_length=args.max_length,
@@ -81,17 +81,13 @@ def main(argv=None) -> int:
             iou_thresholds=args.iou_thresholds, fpr=not args.no_fpr, seed=args.seed,
             threshold_scale=args.threshold_scale, faithfulness_threshold_scale=args.faithfulness_threshold_scale,
             cache_dir=cache_dir, out_dir=args.out, show_progress=not args.quiet, device=args.device,
-        )
+        ))
     except (EraserDataError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
         if args.no_cache and cache_dir:
-            import shutil
-
             shutil.rmtree(cache_dir, ignore_errors=True)
-    import pandas as pd
-
     with pd.option_context("display.max_columns", None, "display.width", 200, "display.float_format", "{:.4f}".format):
         print(res.summary.to_string(index=False))
     print(f"\nwrote {args.out}/: metrics.json, metrics.csv, report.md, report.html, "

@@ -13,18 +13,19 @@ Movies test split, evidence ``text`` that does not match the tokens) are collect
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from adapler import data as D
+from adapler.data import TASKS, DataError, TaskSpec, eraser_tasks, read_jsonl
+
 __all__ = [
     "DATASETS",
     "Annotation",
-    "DatasetSpec",
     "Document",
     "EraserDataError",
     "EraserDataset",
@@ -38,57 +39,10 @@ __all__ = [
 ]
 
 
-class EraserDataError(ValueError):
-    """A malformed ERASER file; the message names the file and, where there is one, the line."""
+EraserDataError = DataError  # a malformed ERASER file; the message names the file and, where there is one, the line
 
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What the evaluation needs to know about one ERASER dataset."""
-
-    name: str
-    subdir: str  # relative to the data root
-    labels: tuple[str, ...]  # dataset label names; index = label id used in metrics
-    has_query: bool  # True: the query (question || answer) goes into segment B
-    # lower-cased model label names (config.id2label) that mean each dataset label
-    synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # default model class -> dataset label when the model's id2label names are generic (LABEL_0...)
-    default_class_map: dict[int, dict[int, str]] = field(default_factory=dict)
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "movies": DatasetSpec(
-        name="movies",
-        subdir="movies",
-        labels=("NEG", "POS"),
-        has_query=False,
-        synonyms={"NEG": ("neg", "negative"), "POS": ("pos", "positive")},
-        default_class_map={2: {0: "NEG", 1: "POS"}},
-    ),
-    "multirc": DatasetSpec(
-        name="multirc",
-        subdir="multirc",
-        labels=("False", "True"),
-        has_query=True,
-        synonyms={"False": ("false", "no", "incorrect"), "True": ("true", "yes", "correct")},
-        default_class_map={2: {0: "False", 1: "True"}},
-    ),
-    "hatexplain": DatasetSpec(
-        name="hatexplain",
-        subdir="hatexplain/eraser",
-        labels=("non-toxic", "toxic"),
-        has_query=False,
-        synonyms={
-            "non-toxic": ("non-toxic", "nontoxic", "non_toxic", "normal", "not toxic"),
-            "toxic": ("toxic", "hatespeech", "hate speech", "hate", "offensive"),
-        },
-        # the shipped HateXplain model is 3-class: hatespeech=0, offensive=1, normal=2
-        default_class_map={
-            2: {0: "non-toxic", 1: "toxic"},
-            3: {0: "toxic", 1: "toxic", 2: "non-toxic"},
-        },
-    ),
-}
+#: datasets with ERASER rationales: the tasks of ``adapler.data.TASKS`` that have an ``eraser`` entry
+DATASETS: dict[str, TaskSpec] = {name: TASKS[name] for name in eraser_tasks()}
 
 
 @dataclass(frozen=True)
@@ -195,17 +149,15 @@ class EraserDataset:
 
 
 def resolve_data_root(data_dir: str | os.PathLike | None = None) -> Path:
-    """``data_dir``, else ``$ERASER_DATA_DIR``, else ``$ADAPLER_DATA_DIR``.
-
-    The root is a folder holding ``movies/``, ``multirc/``, ``hatexplain/`` (like ``shared/data``).
-    """
-    for cand in (data_dir, os.environ.get("ERASER_DATA_DIR"), os.environ.get("ADAPLER_DATA_DIR")):
-        if cand:
-            return Path(cand).expanduser()
-    raise EraserDataError(
-        "no data directory: pass --data-dir / data_dir=, or set ERASER_DATA_DIR or ADAPLER_DATA_DIR "
-        "to a folder containing movies/, multirc/, hatexplain/"
-    )
+    """The data root of :func:`adapler.data.data_root` (``data_dir``, ``$ADAPLER_DATA_DIR``,
+    ``$ERASER_DATA_DIR``); an error when none is set."""
+    root = D.data_root(data_dir)
+    if root is None:
+        raise EraserDataError(
+            f"no data directory: pass --data-dir / data_dir=, or set {D.DATA_DIR_ENV} (or {D.LEGACY_DATA_DIR_ENV}) "
+            "to a folder containing movies/, multirc/, hatexplain/ (see docs/data.md)"
+        )
+    return root
 
 
 def dataset_dir(data_root: str | os.PathLike, dataset: str) -> Path:
@@ -215,15 +167,15 @@ def dataset_dir(data_root: str | os.PathLike, dataset: str) -> Path:
     """
     spec = _spec(dataset)
     root = Path(data_root)
-    for cand in (root / spec.subdir, root / spec.name, root):
+    for cand in (root / spec.eraser.subdir, root / spec.name, root):
         if cand.is_dir() and any((cand / f"{s}.jsonl").is_file() for s in ("train", "val", "test")):
             return cand
     raise EraserDataError(
-        f"{root}: no ERASER '{dataset}' data (looked for {root / spec.subdir}/{{train,val,test}}.jsonl)"
+        f"{root}: no ERASER '{dataset}' data (looked for {root / spec.eraser.subdir}/{{train,val,test}}.jsonl)"
     )
 
 
-def _spec(dataset: str) -> DatasetSpec:
+def _spec(dataset: str) -> TaskSpec:
     try:
         return DATASETS[dataset]
     except KeyError:
@@ -234,69 +186,9 @@ def _spec(dataset: str) -> DatasetSpec:
 # low-level readers
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, object)``; blank lines are skipped; bad JSON names file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise EraserDataError(f"{path}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise EraserDataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    for lineno, line in enumerate(text.split("\n"), start=1):  # not splitlines(): U+2028 may sit in a string
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise EraserDataError(f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise EraserDataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        yield lineno, obj
-
-
-def _tokenize_document(text: str) -> list[list[str]]:
-    sentences = []
-    for line in text.split("\n"):
-        toks = [t for t in line.strip().split(" ") if t]
-        if toks:
-            sentences.append(toks)
-    return sentences
-
-
 def load_documents(path: str | os.PathLike, docids: Iterable[str] | None = None) -> dict[str, Document]:
-    """Documents of an ERASER folder: ``docs/`` (one file per docid) or ``docs.jsonl``.
-
-    ``docids`` restricts loading to those documents; a requested docid that does not exist is not an
-    error here (the annotation validation reports it with the annotation's file and line).
-    """
-    path = Path(path)
-    wanted = None if docids is None else set(docids)
-    docs: dict[str, Document] = {}
-    folder, jsonl = path / "docs", path / "docs.jsonl"
-    if folder.is_dir():
-        names = wanted if wanted is not None else [p.name for p in folder.iterdir() if p.is_file()]
-        for docid in sorted(names):
-            f = folder / docid
-            if not f.is_file() or Path(docid).name != docid:
-                continue
-            try:
-                text = f.read_text(encoding="utf-8")
-            except UnicodeDecodeError as e:
-                raise EraserDataError(f"{f}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-            docs[docid] = Document(docid, _tokenize_document(text))
-    elif jsonl.is_file():
-        for lineno, obj in _iter_jsonl(jsonl):
-            docid, text = obj.get("docid"), obj.get("document")
-            if not isinstance(docid, str) or not isinstance(text, str):
-                raise EraserDataError(f"{jsonl}:{lineno}: a docs.jsonl line needs string 'docid' and 'document'")
-            if wanted is not None and docid not in wanted:
-                continue
-            if docid in docs:
-                raise EraserDataError(f"{jsonl}:{lineno}: duplicate docid {docid!r}")
-            docs[docid] = Document(docid, _tokenize_document(text))
-    else:
-        raise EraserDataError(f"{path}: no documents (neither a docs/ folder nor docs.jsonl)")
-    return docs
+    """Documents of an ERASER folder (:func:`adapler.data.load_documents`) as :class:`Document`."""
+    return {d: Document(d, sents) for d, sents in D.load_documents(path, docids).items()}
 
 
 def _int_field(obj: dict, key: str, where: str, default: int | None = None) -> int:
@@ -358,7 +250,7 @@ def load_annotations(path: str | os.PathLike) -> list[Annotation]:
     """Parse an ERASER annotation file (structure only; see :func:`validate_annotations`)."""
     path = Path(path)
     anns, seen = [], {}
-    for lineno, obj in _iter_jsonl(path):
+    for lineno, obj in read_jsonl(path):
         where = f"{path}:{lineno}"
         ann = _parse_annotation(obj, where)
         if ann.annotation_id in seen:
@@ -454,15 +346,15 @@ def load_dataset(
         anns = anns[: max(0, int(limit))]
     needed = {a.docid for a in anns} | {ev.docid for a in anns for ev in a.all_evidences()}
     docs = load_documents(path, needed)
-    warnings = validate_annotations(anns, docs, spec.labels)
+    warnings = validate_annotations(anns, docs, spec.eraser.labels)
     return EraserDataset(
         name=spec.name,
         split=split,
         path=path,
         annotations=anns,
         documents=docs,
-        labels=spec.labels,
-        has_query=spec.has_query,
+        labels=spec.eraser.labels,
+        has_query=spec.eraser.has_query,
         warnings=warnings,
         mean_rationale_length=mean_len,
         total_annotations=total,

@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from adapler.metrics import f1, macro_f1
+
 __all__ = [
     "AOPC_THRESHOLDS",
     "aopc",
@@ -67,13 +69,6 @@ AOPC_THRESHOLDS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 0.5)
 
 Key = Hashable
 Span = tuple[int, int]
-
-
-def f1(p: float, r: float) -> float:
-    """Harmonic mean; 0 when either is 0 (ERASER's ``_f1``)."""
-    if p == 0 or r == 0:
-        return 0.0
-    return 2 * p * r / (p + r)
 
 
 def _prf(p: float, r: float) -> dict[str, float]:
@@ -168,8 +163,8 @@ def soft_token_scores(pairs: Iterable[tuple[Sequence[bool], Sequence[float]]]) -
 
     ``pairs``: one ``(gold, scores)`` per instance, equal lengths. See the module doc for skipping.
     """
-    import sklearn
-    from sklearn.metrics import auc, precision_recall_curve
+    import sklearn  # optional heavy dependency: imported only when soft scores are scored
+    from sklearn.metrics import auc, precision_recall_curve  # optional heavy dependency (see above)
 
     auprcs, aps, rocs, n, skipped = [], [], [], 0, 0
     for truth, scores in pairs:
@@ -443,13 +438,7 @@ def classification_scores(gold: Sequence[str], pred: Sequence[str], labels: Sequ
     if not gold:
         return {"accuracy": 0.0, "macro_f1": 0.0, "n": 0}
     acc = float(np.mean([g == p for g, p in zip(gold, pred)]))
-    f1s = []
-    for lab in labels:
-        tp = sum(1 for g, p in zip(gold, pred) if g == lab and p == lab)
-        n_p = sum(1 for p in pred if p == lab)
-        n_g = sum(1 for g in gold if g == lab)
-        f1s.append(f1(tp / n_p if n_p else 0.0, tp / n_g if n_g else 0.0))
-    return {"accuracy": acc, "macro_f1": float(np.mean(f1s)), "n": len(gold)}
+    return {"accuracy": acc, "macro_f1": float(macro_f1(gold, pred, labels)), "n": len(gold)}
 
 
 def score_records(

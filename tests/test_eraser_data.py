@@ -164,6 +164,8 @@ def test_missing_split_docs_and_root(tmp_path, monkeypatch):
     monkeypatch.setenv("ADAPLER_DATA_DIR", "/b")
     assert resolve_data_root(None) == Path("/b")
     monkeypatch.setenv("ERASER_DATA_DIR", "/a")
+    assert resolve_data_root(None) == Path("/b")  # one resolution: ADAPLER_DATA_DIR first
+    monkeypatch.delenv("ADAPLER_DATA_DIR")
     assert resolve_data_root(None) == Path("/a")
     assert resolve_data_root("/c") == Path("/c")
 

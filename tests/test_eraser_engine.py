@@ -8,19 +8,18 @@ models with the real tokenizer.
 import numpy as np
 import pytest
 import torch
+from transformers import BertConfig, BertForSequenceClassification
 
+from adapler.attention import attention_rollout, cls_attention, cls_attention_from_qk, rollout_from_qk
+from adapler.saliency import gradient_x_input
 from adapler.windows import split_windows
 from conftest import require, tiny_sentiment_model
 from eraser_eval import evaluate
 from eraser_eval import metrics as M
 from eraser_eval.align import align, make_windows, scatter_window_scores
 from eraser_eval.data import load_dataset
-from eraser_eval.methods import (
-    DocInput,
-    Engine,
-    cls_attention_from_qk,
-    rollout_from_qk,
-)
+from eraser_eval.engine import Engine
+from eraser_eval.types import DocInput
 
 TEXTS = [
     "a truly wonderful , moving film 😀 with great acting .",
@@ -38,8 +37,6 @@ def adapler_model():
 
 @pytest.fixture(scope="module")
 def plain_model(tok):
-    from transformers import BertConfig, BertForSequenceClassification
-
     torch.manual_seed(1)
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
                      intermediate_size=48, num_labels=3)
@@ -61,8 +58,6 @@ def _kwargs(model):
 def reference(model, tok, doc, max_length, target=None):
     """Probabilities, [CLS] attention, rollout and gradient x input of one document, window by
     window with batch size 1, the eager kernel and ``gradient_x_input``."""
-    from adapler.attention import attention_rollout, cls_attention
-    from adapler.saliency import gradient_x_input
 
     wins = make_windows(doc.alignment, tok, max_length, doc.query_ids)
     probs, att, rol = [], [], []
@@ -111,7 +106,7 @@ def test_fused_pass_equals_separate_passes(which, adapler_model, plain_model, to
     # everything is cached: asking again (or for less, or through the old views) runs nothing
     n = eng.forward_windows
     again = eng.unpruned(docs, saliency=True, attention=True)
-    base = eng.base(docs, attention=True)
+    base = eng.unpruned(docs, attention=True, rollout=True)
     sal = eng.saliency(docs, [f["target"] for f in fused])
     assert eng.forward_windows == n
     for f, a, b, s in zip(fused, again, base, sal):
@@ -130,8 +125,6 @@ def test_saliency_for_given_targets(adapler_model, tok):
 
 
 def test_attention_from_projections_matches_eager(tok):
-    from adapler.attention import attention_rollout
-
     torch.manual_seed(3)
     B, L, H, d = 3, 9, 4, 5
     mask = torch.ones(B, L, dtype=torch.bool)
@@ -251,7 +244,7 @@ def test_evaluate_faithfulness_equals_rerunning_the_remaining_text(tok, data_dir
     tokenising the remaining words' text from scratch and running the model window by window."""
     require(data_dir / "movies" / "test.jsonl", "ERASER movies data")
     thresholds = (0.01, 0.5)
-    res = evaluate("movies", "test", model=adapler_model, tokenizer=tok, data_dir=data_dir, limit=2,
+    res = evaluate(dataset="movies", split="test", model=adapler_model, tokenizer=tok, data_dir=data_dir, limit=2,
                    methods=["adapler", "saliency", "attention", "random"], aopc_thresholds=thresholds,
                    show_progress=False, max_length=128, batch_size=4)
     labels = res.config["class_labels"]
@@ -317,7 +310,7 @@ def test_pruned_faithfulness_reuses_the_adapler_pass(tok, data_dir, adapler_mode
     probabilities are the AdapLeR pass's (no window run twice), and the predicted class (every
     method's, also the saliency target) is the pruned model's."""
     require(data_dir / "movies" / "test.jsonl", "ERASER movies data")
-    res = evaluate("movies", "test", model=adapler_model, tokenizer=tok, data_dir=data_dir, limit=2,
+    res = evaluate(dataset="movies", split="test", model=adapler_model, tokenizer=tok, data_dir=data_dir, limit=2,
                    methods=["adapler", "saliency"], faithfulness="basic", show_progress=False, max_length=128,
                    threshold_scale=3.0, faithfulness_threshold_scale=3.0)
     full = res.work["faithfulness (full)"]
@@ -329,3 +322,27 @@ def test_pruned_faithfulness_reuses_the_adapler_pass(tok, data_dir, adapler_mode
         for c, lab in enumerate(labels):
             assert rec["classification_scores"][lab] == pytest.approx(float(pruned[c]), abs=1e-7)
     assert [r["classification"] for r in res.records["saliency"]] == [r["classification"] for r in res.records["adapler"]]
+
+
+def test_engine_public_api_scale_precomputed_and_bounded_cache(adapler_model, tok):
+    """Threshold scale per call (no engine mutation), a precomputed pruned pass is used as it is, and
+    the cache keeps at most ``cache_size`` entries per table (least recently used out)."""
+    docs = make_docs(tok)
+    eng = Engine(adapler_model, tok, max_length=16, batch_size=2, cache_size=3)
+    at_one = eng.adapler(docs[:2])
+    at_zero = eng.adapler(docs[:2], threshold_scale=0.0)
+    assert eng.threshold_scale == 1.0
+    assert at_zero[0]["keep"].all()  # scale 0 removes nothing
+    fresh = Engine(adapler_model, tok, max_length=16, batch_size=2)
+    for a, b in zip(at_one, fresh.adapler(docs[:2], threshold_scale=1.0)):
+        np.testing.assert_array_equal(a["keep"], b["keep"])
+    fake = [{"probs": np.array([0.5, 0.5]), "keep": np.ones((2, d.alignment.num_pieces), bool),
+             "cp": np.zeros((2, d.alignment.num_pieces)), "layer_lengths": []} for d in docs[:1]]
+    before = eng.forward_windows
+    assert eng.adapler(docs[:1], threshold_scale=0.5, precomputed=fake)[0] is fake[0]
+    assert eng.adapler(docs[:1], threshold_scale=0.5)[0] is fake[0]  # cached, not re-run
+    assert eng.forward_windows == before
+    eng.unpruned(docs)
+    assert all(len(t) <= 3 for t in eng.cache.tables.values())
+    with pytest.raises(ValueError, match="precomputed"):
+        eng.adapler(docs[:2], precomputed=fake)

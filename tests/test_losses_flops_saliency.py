@@ -16,6 +16,7 @@ from adapler.flops import (
     speedup,
 )
 from adapler.losses import cp_kl_loss, sharpness_for_epoch, sharpness_for_step
+from adapler.metrics import macro_f1
 from adapler.saliency import gradient_x_input
 from conftest import tiny_config
 
@@ -55,7 +56,7 @@ def test_sharpness_schedule():
 
 
 def test_parity_formula_known_value():
-    # method doc 7: a model that removes nothing is 0.9966x at n = 64 (CP overhead)
+    # docs/method.md §7: a model that removes nothing is 0.9966x at n = 64 (CP overhead)
     ratio = parity_bert_flops(64, 2) / parity_adapler_flops([64] * 12, 2)
     assert ratio == pytest.approx(0.9966, abs=1e-4)
     # hand arithmetic of BERT(64, 2) = 37872*64^2 + 170216500*64 + 1183490 - 1537 + 2*1537
@@ -112,3 +113,14 @@ def test_attention_scores_sum_and_mask(tiny_model):
     assert (cls[1, 5:] == 0).all() and (roll[1, 5:] == 0).all()
     assert torch.allclose(roll.sum(-1), torch.ones(2), atol=1e-4)
     assert not math.isnan(roll.sum().item())
+
+
+def test_macro_f1_matches_sklearn():
+    """One macro-F1 (adapler.metrics) for the training/evaluation reports and the ERASER scores."""
+    # optional heavy dependency: the reference implementation compared with
+    from sklearn.metrics import f1_score
+
+    gold = [0, 1, 2, 2, 1, 0, 2]
+    for pred in ([0, 1, 2, 2, 1, 0, 2], [0, 0, 0, 0, 0, 0, 0], [1, 2, 0, 2, 1, 1, 3]):
+        assert abs(macro_f1(gold, pred) - f1_score(gold, pred, average="macro", zero_division=0)) < 1e-12
+    assert macro_f1(["a", "b"], ["a", "a"], labels=["a", "b", "c"]) == (2 / 3) / 3

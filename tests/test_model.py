@@ -1,5 +1,6 @@
 """The model's three paths, its thresholds, saving/loading (tiny random BERT configs)."""
 
+import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
@@ -116,7 +117,7 @@ def test_soft_removal_continuity_and_limits():
         assert soft_removal(x(1.0), delta, lam).item() == 0.0  # x = 1 keeps fully
         assert soft_removal(x(0.5), delta, lam).item() >= -0.1 / lam  # above: exp(S) ~ 1
     assert soft_removal(torch.tensor([[0.01]]), delta, 1e5).item() == NEG  # far below: clamped, removed
-    # lambda = 10, x = 0.9 delta keeps exp(-1 - 0.01) ~ 0.36 (method doc 3.3 example)
+    # lambda = 10, x = 0.9 delta keeps exp(-1 - 0.01) ~ 0.36 (docs/method.md §3.3 example)
     kept = torch.exp(soft_removal(torch.tensor([[0.09]]), delta, 10.0)).item()
     assert abs(kept - 0.3642) < 1e-3
 
@@ -171,7 +172,6 @@ def test_attentions_returned_in_masked_mode(tiny_model):
 
 def test_bad_mode_and_threshold_length(tiny_model):
     ids, mask = random_batch()
-    import pytest
 
     with pytest.raises(ValueError, match="mode"):
         tiny_model(input_ids=ids, attention_mask=mask, mode="fast")

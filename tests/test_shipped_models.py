@@ -5,19 +5,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from adapler import AdapLeRForSequenceClassification
+from adapler.evaluation import evaluate_features
+from adapler.inference import load_features
 from conftest import REPO, require
 
 TASKS = ("sst2", "hatexplain", "movies")
 
 
 def slice_report(model_dir: Path, data_dir: Path, task: str, split: str, limit: int) -> dict:
-    from transformers import AutoTokenizer
-
-    from adapler.evaluation import evaluate_features
-    from adapler.training import load_features
-
     model = AdapLeRForSequenceClassification.from_pretrained(model_dir).eval()
     features = load_features(task, split, AutoTokenizer.from_pretrained(model_dir), data_dir, limit)
     return evaluate_features(model, features, timing=False)
