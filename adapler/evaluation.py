@@ -65,6 +65,14 @@ def evaluate_features(model, features, timing: bool = True, threshold_scale: flo
     return report
 
 
+def evaluate_model_dir(model_dir, task: str, split: str, data_dir=None, limit: int | None = None) -> dict:
+    """Accuracy and FLOPs speedup of a saved AdapLeR folder on the first ``limit`` examples of
+    ``split`` (no timing): the check a shipped model records in ``slice_check.json``."""
+    model = AdapLeRForSequenceClassification.from_pretrained(model_dir).eval()
+    features = load_features(task, split, AutoTokenizer.from_pretrained(model_dir), data_dir, limit)
+    return evaluate_features(model, features, timing=False)
+
+
 def threshold_sweep(model, features, scales) -> list[dict]:
     """Accuracy/speedup Pareto points of one model at several threshold scales (the app's slider)."""
     points = []

@@ -57,7 +57,7 @@ def main(argv=None) -> int:
 
     t0, c0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix="eraser_runtime_") as out:
-        res = evaluate("movies", "test", model=args.model, data_dir=args.data_dir, methods=args.methods,
+        res = evaluate(dataset="movies", split="test", model=args.model, data_dir=args.data_dir, methods=args.methods,
                        limit=args.limit, batch_size=args.batch_size, faithfulness=args.faithfulness,
                        faithfulness_threshold_scale=args.faithfulness_threshold_scale, out_dir=out,
                        show_progress=False)

@@ -22,8 +22,7 @@ from transformers import AutoTokenizer
 
 from adapler import AdapLeRForSequenceClassification
 from adapler.data import TASKS
-from adapler.evaluation import evaluate_features
-from adapler.training import load_features
+from adapler.evaluation import evaluate_model_dir
 
 REPO = Path(__file__).resolve().parents[1]  # models are shipped into this checkout's assets/models/
 
@@ -156,17 +155,6 @@ The BERT encoder is stored in fp16 to halve the size and loaded as fp32; `train_
 """
 
 
-def slice_report(model_dir: Path, data_dir: Path, task: str, split: str, limit: int) -> dict:
-    """Accuracy and speedup of a model folder on the first ``limit`` examples of ``split``.
-
-    The same computation as ``tests/test_shipped_models.py``, which checks that a shipped model
-    reproduces the ``slice_check.json`` written here.
-    """
-    model = AdapLeRForSequenceClassification.from_pretrained(model_dir).eval()
-    features = load_features(task, split, AutoTokenizer.from_pretrained(model_dir), data_dir, limit)
-    return evaluate_features(model, features, timing=False)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir", type=Path)
@@ -183,7 +171,7 @@ def main():
     if args.slice_check:
         split, n = args.slice_check.split(":")
         dest = REPO / "assets" / "models" / args.task
-        r = slice_report(dest, Path(os.environ["ADAPLER_DATA_DIR"]), args.task, split, int(n))
+        r = evaluate_model_dir(dest, args.task, split, os.environ.get("ADAPLER_DATA_DIR"), int(n))
         check = {"split": split, "limit": int(n), "accuracy": r["accuracy"], "speedup_corrected": r["speedup_corrected"]}
         (dest / "slice_check.json").write_text(json.dumps(check, indent=2) + "\n")
         print("slice check", check)

@@ -33,11 +33,7 @@ CONTRACTS = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["tool"]["import
 
 # Contracts the code breaks today, each with the reason. A listed contract that is kept again fails the
 # run (strict xfail): then delete its entry here.
-KNOWN_BROKEN = {
-    "acyclic": "adapler.training -> adapler.evaluation -> adapler.training (and adapler.attention -> training -> "
-               "evaluation -> attention); training and attention import evaluation/training inside functions. "
-               "Removed by the restructuring",
-}
+KNOWN_BROKEN: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("contract", [

@@ -1,24 +1,15 @@
 """The shipped checkpoints load in one call and reproduce their recorded accuracy on a fixed slice."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer
 
 from adapler import AdapLeRForSequenceClassification
-from adapler.evaluation import evaluate_features
-from adapler.inference import load_features
+from adapler.evaluation import evaluate_model_dir
 from conftest import REPO, require
 
 TASKS = ("sst2", "hatexplain", "movies")
-
-
-def slice_report(model_dir: Path, data_dir: Path, task: str, split: str, limit: int) -> dict:
-    model = AdapLeRForSequenceClassification.from_pretrained(model_dir).eval()
-    features = load_features(task, split, AutoTokenizer.from_pretrained(model_dir), data_dir, limit)
-    return evaluate_features(model, features, timing=False)
 
 
 @pytest.mark.slow
@@ -30,7 +21,7 @@ def test_shipped_model_reproduces_its_card(task, data_dir):
     assert size <= 50e6, f"{task} model is {size / 1e6:.1f} MB"
     model = AdapLeRForSequenceClassification.from_pretrained(model_dir)
     assert model.dtype == torch.float32 and model.config.model_type == "adapler"
-    report = slice_report(model_dir, data_dir, task, check["split"], check["limit"])
+    report = evaluate_model_dir(model_dir, task, check["split"], data_dir, check["limit"])
     assert report["accuracy"] == pytest.approx(check["accuracy"], abs=1e-9)
     assert report["speedup_corrected"] == pytest.approx(check["speedup_corrected"], rel=1e-3)
     assert report["speedup_corrected"] > 1.0  # it really prunes
