@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .results_file import load_results_jsonl
 
@@ -179,6 +180,17 @@ def _md_table(df) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fpr_difference_table(diff_df):
+    """One row per (baseline, layer): macro and micro difference as ``d [lo, hi]`` strings."""
+    rows = []
+    for _, r in diff_df.iterrows():
+        rows.append({"baseline": r["baseline"], "layer": int(r["layer"]),
+                     "macro": f"{r['macro_diff']:+.4f} [{r['macro_lo']:+.4f}, {r['macro_hi']:+.4f}]",
+                     "micro": f"{r['micro_diff']:+.4f} [{r['micro_lo']:+.4f}, {r['micro_hi']:+.4f}]",
+                     "documents": int(r["n_examples"])})
+    return pd.DataFrame(rows)
+
+
 def _fpr_wide(fpr_df, value: str):
     if fpr_df is None or not len(fpr_df):
         return None
@@ -209,6 +221,11 @@ def _markdown(result) -> str:
         used = result.fpr.groupby("method")["n_examples"].max().to_dict()
         out.append("\nExamples used / skipped (no non-rationale token): "
                    + ", ".join(f"{m}: {used[m]} / {skipped[m]}" for m in used) + "\n")
+    if result.fpr_difference is not None and len(result.fpr_difference):
+        out.append("\n## AdapLeR minus each baseline: FPR difference, 95% bootstrap interval over documents\n")
+        out.append("Negative = AdapLeR selects fewer non-rationale tokens at the same length; an interval that "
+                   "excludes 0 is a difference the documents support.\n")
+        out.append(_md_table(fpr_difference_table(result.fpr_difference)))
     out.append("\n## Alignment\n")
     a = result.alignment
     out.append(
@@ -290,6 +307,9 @@ def write_report(result, out_dir: str | os.PathLike) -> dict[str, Path]:
     if result.fpr is not None and len(result.fpr):
         paths["fpr.csv"] = out / "fpr.csv"
         result.fpr.to_csv(paths["fpr.csv"], index=False)
+    if result.fpr_difference is not None and len(result.fpr_difference):
+        paths["fpr_difference.csv"] = out / "fpr_difference.csv"
+        result.fpr_difference.to_csv(paths["fpr_difference.csv"], index=False)
     paths["report.md"] = out / "report.md"
     paths["report.md"].write_text(_markdown(result), encoding="utf-8")
     paths["report.html"] = out / "report.html"

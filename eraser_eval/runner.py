@@ -60,7 +60,9 @@ class EvaluationResult:
 
     ``metrics``: method -> nested metric dict (ERASER names, see :func:`eraser_eval.metrics.score_records`,
     plus ``fpr`` and, for adapler, ``accuracy_pruned``); ``summary``: one row per method, flat columns
-    (pandas DataFrame); ``fpr``: one row per (method, layer); ``examples``: one row per (method,
+    (pandas DataFrame); ``fpr``: one row per (method, layer); ``fpr_difference``: one row per (baseline
+    method, layer), AdapLeR's FPR minus the baseline's with a paired bootstrap interval over documents
+    (:func:`eraser_eval.metrics.fpr_difference_bootstrap`); ``examples``: one row per (method,
     annotation); ``records``: method -> ERASER result lines; ``outputs``: method -> per-document
     :class:`MethodOutput`; ``docs``: the prepared documents.
     """
@@ -73,6 +75,7 @@ class EvaluationResult:
     fpr: Any
     examples: Any
     records: dict[str, list[dict]]
+    fpr_difference: Any = None
     outputs: dict[str, list[MethodOutput]] = field(repr=False, default_factory=dict)
     docs: list[DocInput] = field(repr=False, default_factory=list)
     alignment: dict = field(default_factory=dict)
@@ -87,6 +90,8 @@ class EvaluationResult:
             "split": self.split,
             "config": self.config,
             "methods": self.metrics,
+            "fpr_difference": ([] if self.fpr_difference is None
+                               else self.fpr_difference.to_dict(orient="records")),
             "alignment": self.alignment,
             "timings": self.timings,
             "work": self.work,
@@ -322,6 +327,26 @@ class EvalConfig:
     device: str = "cpu"
 
 
+def _fpr_difference(fp_by_doc: dict[str, dict[int, np.ndarray]], neg_by_doc: dict[int, int], seed: int):
+    """AdapLeR's FPR minus each other method's, per layer, on the documents both cover (paired
+    bootstrap over documents, 95% percentile interval); None without AdapLeR."""
+    if "adapler" not in fp_by_doc:
+        return None
+    rows = []
+    for name, fps in fp_by_doc.items():
+        if name == "adapler":
+            continue
+        common = [i for i in fp_by_doc["adapler"] if i in fps]
+        if not common:
+            continue
+        diff = M.fpr_difference_bootstrap(np.stack([fp_by_doc["adapler"][i] for i in common]),
+                                          np.stack([fps[i] for i in common]),
+                                          np.array([neg_by_doc[i] for i in common]), seed=seed)
+        rows += [{"baseline": name, **r} for r in diff]
+    return pd.DataFrame(rows, columns=["baseline", "layer", "macro_diff", "macro_lo", "macro_hi", "micro_diff",
+                                       "micro_lo", "micro_hi", "n_examples"])
+
+
 def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback | None = None,
              **options) -> EvaluationResult:
     """Evaluate rationale methods on an ERASER split, as configured by ``config`` (see
@@ -501,6 +526,8 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
     gold_all = ds.gold_table()
     all_metrics: dict[str, dict] = {}
     fpr_rows: list[dict] = []
+    fp_by_doc: dict[str, dict[int, np.ndarray]] = {}  # method -> doc index -> (layers,) false positives
+    neg_by_doc: dict[int, int] = {}  # doc index -> non-rationale units (the same for every method)
     example_rows: list[dict] = []
     for name, recs in records.items():
         idx = covered[name]
@@ -530,6 +557,9 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
                 units.append(d.alignment.scored)
             else:
                 rows = M.false_positive_rate(gold_masks, sel, units)
+                fps, negs, _ = M.fpr_counts(gold_masks, sel, units)
+                fp_by_doc[name] = dict(zip(idx, fps))
+                neg_by_doc.update(zip(idx, negs.tolist()))
                 m["fpr"] = rows
                 fpr_rows += [{"method": name, **r} for r in rows]
         all_metrics[name] = m
@@ -554,6 +584,7 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
     summary = pd.DataFrame([_flat_summary(n, m, config.iou_thresholds) for n, m in all_metrics.items()])
     fpr_df = pd.DataFrame(fpr_rows, columns=["method", "layer", "macro", "micro", "n_examples", "n_skipped",
                                              "false_positives", "negatives", "mean_selected"])
+    fpr_difference = _fpr_difference(fp_by_doc, neg_by_doc, config.seed)
     examples = pd.DataFrame(example_rows)
     timings["total_s"] = time.perf_counter() - t_start
     if engine is not None:
@@ -592,6 +623,7 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
     }
     result = EvaluationResult(
         dataset=config.dataset, split=config.split, config=settings, metrics=all_metrics, summary=summary, fpr=fpr_df,
+        fpr_difference=fpr_difference,
         examples=examples, records=records, outputs=outputs, docs=docs, alignment=align_stats,
         timings=timings, warnings=warnings,
         work={k: dict(v) for k, v in engine.stats.items()} if engine is not None else {},

@@ -149,6 +149,23 @@ def test_fpr_rows_and_equal_length(result):
     assert (fpr["n_examples"] + fpr["n_skipped"] == 3).all()
 
 
+def test_fpr_difference_against_each_baseline(result):
+    res, out = result
+    diff = res.fpr_difference
+    assert set(diff["baseline"]) == {"saliency", "attention", "attention_rollout", "random"}
+    fpr = res.fpr.set_index(["method", "layer"])
+    for _, r in diff.iterrows():
+        # every method scores the same documents, so the point estimates are differences of the FPR table
+        a, b = fpr.loc[("adapler", r["layer"])], fpr.loc[(r["baseline"], r["layer"])]
+        assert r["macro_diff"] == pytest.approx(a["macro"] - b["macro"], abs=1e-12)
+        assert r["micro_diff"] == pytest.approx(a["micro"] - b["micro"], abs=1e-12)
+        assert r["macro_lo"] <= r["macro_diff"] + 1e-12 and r["macro_diff"] <= r["macro_hi"] + 1e-12
+        assert r["n_examples"] == a["n_examples"]
+    assert (out / "fpr_difference.csv").is_file()
+    assert "bootstrap interval" in (out / "report.md").read_text()
+    assert len(json.loads((out / "metrics.json").read_text())["fpr_difference"]) == len(diff)
+
+
 def test_examples_table(result):
     res, _ = result
     ex = res.examples
