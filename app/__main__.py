@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --data-dir {args.data_dir}: no such folder", file=sys.stderr)
         return 2
 
+    # Heavy imports after argument checks, so that --help and bad arguments answer at once.
     import threading
 
     import torch
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     log = logging.getLogger("app")
 
-    from . import analysis as A
+    from . import analysis as A  # torch, transformers and the model code: after the argument checks
 
     # Load (and warm up) the default model while Gradio is imported: model loading is mostly torch
     # work that releases the GIL, so the two overlap on a 2-core machine.
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     loader = threading.Thread(target=preload, name="preload") if default and not args.no_preload else None
     if loader is not None:
         loader.start()
+    # Gradio is imported here, while the preload thread loads the model (the two overlap)
     from .ui import LOCAL_CHOICE, build_demo
 
     demo = build_demo(args.model, args.data_dir)

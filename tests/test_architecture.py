@@ -156,9 +156,6 @@ class C:
     assert [ln for ln, _ in function_level_imports(p)] == [6, 18, 19, 22]
 
 
-@pytest.mark.xfail(strict=False, reason="120 imports inside functions have no comment saying why (74 in adapler, "
-                                        "eraser_eval and app, 46 in tests; the test lists them): to be fixed after "
-                                        "the restructuring")
 def test_imports_inside_functions_say_why():
     bad = unexplained_function_imports()
     listing = "\n".join(f"{f}:{ln}: {stmt}" for f, items in bad.items() for ln, stmt in items)
