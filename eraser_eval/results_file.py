@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
+
+from adapler.data import DataError, read_jsonl
 
 __all__ = ["ResultsFileError", "load_results_jsonl"]
 
@@ -17,25 +18,22 @@ def load_results_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read an ERASER results file; malformed lines raise :class:`ResultsFileError` naming file and line."""
     path = Path(path)
     out, seen = [], {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ResultsFileError(f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("annotation_id"), str):
-                raise ResultsFileError(f"{path}:{lineno}: a result line needs a string 'annotation_id'")
-            rats = rec.get("rationales", [])
-            if not isinstance(rats, list) or any(not isinstance(r, dict) or "docid" not in r for r in rats):
-                raise ResultsFileError(f"{path}:{lineno}: 'rationales' must be a list of objects with a 'docid'")
-            for r in rats:
-                for h in r.get("hard_rationale_predictions", []) or []:
-                    if not isinstance(h, dict) or not all(isinstance(h.get(k), int) for k in ("start_token", "end_token")):
-                        raise ResultsFileError(f"{path}:{lineno}: hard_rationale_predictions need integer start_token/end_token")
-            if rec["annotation_id"] in seen:
-                raise ResultsFileError(f"{path}:{lineno}: duplicate annotation_id {rec['annotation_id']!r} (line {seen[rec['annotation_id']]})")
-            seen[rec["annotation_id"]] = lineno
-            out.append(rec)
+    try:
+        lines = list(read_jsonl(path))  # the one JSONL reader: errors name the file and the line
+    except DataError as e:
+        raise ResultsFileError(str(e)) from None
+    for lineno, rec in lines:
+        if not isinstance(rec.get("annotation_id"), str):
+            raise ResultsFileError(f"{path}:{lineno}: a result line needs a string 'annotation_id'")
+        rats = rec.get("rationales", [])
+        if not isinstance(rats, list) or any(not isinstance(r, dict) or "docid" not in r for r in rats):
+            raise ResultsFileError(f"{path}:{lineno}: 'rationales' must be a list of objects with a 'docid'")
+        for r in rats:
+            for h in r.get("hard_rationale_predictions", []) or []:
+                if not isinstance(h, dict) or not all(isinstance(h.get(k), int) for k in ("start_token", "end_token")):
+                    raise ResultsFileError(f"{path}:{lineno}: hard_rationale_predictions need integer start_token/end_token")
+        if rec["annotation_id"] in seen:
+            raise ResultsFileError(f"{path}:{lineno}: duplicate annotation_id {rec['annotation_id']!r} (line {seen[rec['annotation_id']]})")
+        seen[rec["annotation_id"]] = lineno
+        out.append(rec)
     return out
