@@ -78,3 +78,30 @@ def test_finetune_can_start_from_an_adapler_folder(tmp_path):
         torch.testing.assert_close(plain.eval()(input_ids=ids, attention_mask=mask).logits,
                                    model.eval()(input_ids=ids, attention_mask=mask, threshold_scale=0.0).logits,
                                    rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["drop", "masked", "soft"])
+def test_inputs_embeds_give_the_input_ids_logits(mode):
+    """Embedding-space attribution tools (captum, ferret, inseq) pass inputs_embeds: same logits."""
+    torch.manual_seed(0)
+    model = AdapLeRForSequenceClassification(tiny_config()).eval()
+    model.eta.data = torch.tensor([0.6, 0.8, 0.9])
+    ids, mask = _batch()
+    with torch.no_grad():
+        by_ids = model(input_ids=ids, attention_mask=mask, mode=mode, sharpness=1e3 if mode == "soft" else None)
+        embeds = model.bert.embeddings.word_embeddings(ids)
+        by_embeds = model(inputs_embeds=embeds, attention_mask=mask, mode=mode,
+                          sharpness=1e3 if mode == "soft" else None)
+    torch.testing.assert_close(by_embeds.logits, by_ids.logits)
+    torch.testing.assert_close(by_embeds.layer_lengths, by_ids.layer_lengths)
+
+
+def test_forward_rejects_unknown_and_conflicting_arguments():
+    model = AdapLeRForSequenceClassification(tiny_config()).eval()
+    ids, mask = _batch()
+    with pytest.raises(TypeError):
+        model(input_ids=ids, attention_mask=mask, treshold_scale=0.5)  # misspelt: no longer swallowed
+    with pytest.raises(ValueError, match="exactly one"):
+        model(input_ids=ids, inputs_embeds=model.bert.embeddings.word_embeddings(ids))
+    with pytest.raises(ValueError, match="output_hidden_states"):
+        model(input_ids=ids, output_hidden_states=True)
