@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("ADAPLER_APP_THREADS", "1")),
                         help="torch intra-op threads (default 1: requests are served one model pass at a time, and on "
                              "a small shared CPU a second thread mostly waits; $ADAPLER_APP_THREADS)")
+    parser.add_argument("--allow-local-paths", action="store_true",
+                        help="let visitors load any model folder on this machine by its path ('Local path…' in the "
+                             "model picker, the API's model argument); off by default, for a server open to the public")
+    parser.add_argument("--max-models", type=int, default=int(os.environ.get("ADAPLER_MAX_MODELS", "3")),
+                        help="models kept loaded at once; loading one more unloads the least recently used "
+                             "(default 3; $ADAPLER_MAX_MODELS)")
     parser.add_argument("--no-preload", action="store_true", help="load the default model on first use, not at launch")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -43,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.data_dir and not os.path.isdir(args.data_dir):
         print(f"error: --data-dir {args.data_dir}: no such folder", file=sys.stderr)
+        return 2
+    if args.max_models < 1:
+        print(f"error: --max-models {args.max_models}: keep at least one model loaded", file=sys.stderr)
         return 2
 
     # Heavy imports after argument checks, so that --help and bad arguments answer at once.
@@ -55,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("app")
 
     from . import analysis as A  # torch, transformers and the model code: after the argument checks
+
+    A.MODELS.max_models = args.max_models
 
     # Load (and warm up) the default model while Gradio is imported: model loading is mostly torch
     # work that releases the GIL, so the two overlap on a 2-core machine.
@@ -79,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     # Gradio is imported here, while the preload thread loads the model (the two overlap)
     from .ui import LOCAL_CHOICE, build_demo
 
-    demo = build_demo(args.model, args.data_dir)
+    demo = build_demo(args.model, args.data_dir, allow_local_paths=args.allow_local_paths)
+    if args.allow_local_paths:
+        log.warning("--allow-local-paths: visitors can load any model folder on this machine by its path")
     if loader is not None:
         loader.join()
         if preload_error:

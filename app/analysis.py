@@ -21,6 +21,7 @@ import pandas as pd
 
 from adapler.evaluation import plain_bert_copy
 from eraser_eval.analysis import Analysis, InputError, analyze_text
+from eraser_eval.cache import LRUTable
 from eraser_eval.data import EraserDataError, load_dataset, resolve_data_root
 from eraser_eval.engine import Engine
 from eraser_eval.runner import EvalConfig, evaluate, load_model
@@ -41,6 +42,7 @@ SHIPPED_MODELS: tuple[tuple[str, str], ...] = (
 )
 DATASET_TITLES = {"hatexplain": "HateXplain", "movies": "Movie Reviews", "multirc": "MultiRC"}
 
+DEFAULT_MAX_MODELS = 3  # models kept loaded at once (least recently used out; --max-models)
 ENGINE_CACHE_SIZE = 256  # entries per engine cache table kept in a long-running server (least recently used out)
 METHOD_TITLES = {
     "human": "Human rationale",
@@ -108,43 +110,70 @@ class ModelBundle:
                 f"classes: {', '.join(self.labels)} · window {self.max_length} pieces")
 
 
-_BUNDLES: dict[str, ModelBundle] = {}
-_BUNDLES_LOCK = threading.Lock()
+class ModelCache:
+    """Loaded models by resolved folder, at most ``max_models`` of them: loading one more drops the least
+    recently used (a long-running public server's memory stays bounded). A dropped model is freed once
+    the requests still using it end."""
+
+    def __init__(self, max_models: int = DEFAULT_MAX_MODELS):
+        if max_models < 1:
+            raise ValueError(f"max_models must be at least 1, got {max_models}")
+        self.max_models = max_models
+        self.bundles = LRUTable()  # resolved folder -> ModelBundle, least recently used first
+        self.lock = threading.Lock()  # one load at a time (each one is seconds of torch work)
+
+    def loaded(self) -> list[Path]:
+        """Folders of the loaded models, least recently used first."""
+        with self.lock:
+            return [b.path for b in self.bundles.values()]
+
+    def get(self, path: str | os.PathLike) -> ModelBundle:
+        """The loaded model of folder ``path``, loading it on first use; raises :class:`UserError` with a reason."""
+        path = Path(path).expanduser()
+        key = str(path.resolve())
+        with self.lock:
+            if key in self.bundles:
+                return self.bundles[key]  # marks it recently used
+            bundle = _load(path)
+            self.bundles[key] = bundle
+            self.bundles.trim(self.max_models)
+            return bundle
+
+
+def _load(path: Path) -> ModelBundle:
+    if not (path / "config.json").is_file():
+        raise UserError(f"No model at {path}: the folder needs a config.json (an AdapLeR or BERT classifier).")
+    t0 = time.perf_counter()
+    try:
+        model, tokenizer = load_model(str(path))
+    except Exception as e:  # a broken folder: say which and why, no traceback
+        raise UserError(f"Could not load the model at {path}: {e}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError(f"The tokenizer at {path} is not a fast tokenizer; word alignment needs one.")
+    raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    id2label = getattr(model.config, "id2label", None) or {}
+    labels = [str(id2label.get(i, id2label.get(str(i), f"class {i}"))) for i in range(model.config.num_labels)]
+    engine = Engine(model, tokenizer, batch_size=4, cache_dir=None, cache_size=ENGINE_CACHE_SIZE)
+    baseline = plain_bert_copy(model).eval()
+    bundle = ModelBundle(path, model, tokenizer, engine, baseline, labels,
+                         raw.get("model_type") == "adapler", engine.max_length, 0.0)
+    try:  # every code path once (drop, masked, eager attention, backward): first answers are fast
+        words = "A short warm-up sentence for the explorer.".split()
+        analyze(bundle, " ".join(words), 1.0, HumanExample("warm-up", "warm-up", "warm-up", " ".join(words),
+                                                           words, [i % 2 == 0 for i in range(len(words))], ""))
+    except Exception:  # a warm-up failure surfaces again, readably, on the first real request
+        log.exception("warm-up analysis failed for %s", path)
+    bundle.load_seconds = time.perf_counter() - t0
+    log.info("loaded %s in %.1f s", path, bundle.load_seconds)
+    return bundle
+
+
+MODELS = ModelCache()  # the process's models; `python -m app --max-models N` sets its bound
 
 
 def load_bundle(path: str | os.PathLike) -> ModelBundle:
-    """Load (once per process) the model folder ``path``; raises :class:`UserError` with a reason."""
-    path = Path(path).expanduser()
-    key = str(path.resolve())
-    with _BUNDLES_LOCK:
-        if key in _BUNDLES:
-            return _BUNDLES[key]
-        if not (path / "config.json").is_file():
-            raise UserError(f"No model at {path}: the folder needs a config.json (an AdapLeR or BERT classifier).")
-        t0 = time.perf_counter()
-        try:
-            model, tokenizer = load_model(str(path))
-        except Exception as e:  # a broken folder: say which and why, no traceback
-            raise UserError(f"Could not load the model at {path}: {e}") from None
-        if not getattr(tokenizer, "is_fast", False):
-            raise UserError(f"The tokenizer at {path} is not a fast tokenizer; word alignment needs one.")
-        raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        id2label = getattr(model.config, "id2label", None) or {}
-        labels = [str(id2label.get(i, id2label.get(str(i), f"class {i}"))) for i in range(model.config.num_labels)]
-        engine = Engine(model, tokenizer, batch_size=4, cache_dir=None, cache_size=ENGINE_CACHE_SIZE)
-        baseline = plain_bert_copy(model).eval()
-        bundle = ModelBundle(path, model, tokenizer, engine, baseline, labels,
-                             raw.get("model_type") == "adapler", engine.max_length, 0.0)
-        try:  # every code path once (drop, masked, eager attention, backward): first answers are fast
-            words = "A short warm-up sentence for the explorer.".split()
-            analyze(bundle, " ".join(words), 1.0, HumanExample("warm-up", "warm-up", "warm-up", " ".join(words),
-                                                               words, [i % 2 == 0 for i in range(len(words))], ""))
-        except Exception:  # a warm-up failure surfaces again, readably, on the first real request
-            log.exception("warm-up analysis failed for %s", path)
-        bundle.load_seconds = time.perf_counter() - t0
-        _BUNDLES[key] = bundle
-        log.info("loaded %s in %.1f s", path, bundle.load_seconds)
-        return bundle
+    """Load (once while it stays in :data:`MODELS`) the model folder ``path``; raises :class:`UserError`."""
+    return MODELS.get(path)
 
 
 # --------------------------------------------------------------------------------------------------

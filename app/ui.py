@@ -43,8 +43,10 @@ class AppState:
     """What the handlers share: model choices, examples, data folder."""
 
     def __init__(self, model_path: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-                 models_dir: str | os.PathLike | None = None, reports_dir: str | os.PathLike | None = None):
+                 models_dir: str | os.PathLike | None = None, reports_dir: str | os.PathLike | None = None,
+                 allow_local_paths: bool = False):
         self.models: dict[str, Path] = {}
+        self.allow_local_paths = allow_local_paths  # may a visitor load a model folder by its path?
         self.override_label = None
         if model_path:
             self.override_label = f"{model_path} (--model)"
@@ -66,6 +68,15 @@ class AppState:
 
     def resolve(self, choice: str | None, local_path: str | None) -> Path:
         choice = (choice or "").strip() or self.default_choice
+        if choice in self.models:
+            return self.models[choice]
+        if not self.allow_local_paths:  # a public server: never touch a path a visitor typed
+            if not self.models:
+                raise A.UserError("No model is available: no shipped model under assets/models/. Start the app "
+                                  "with --model PATH.")
+            raise A.UserError(f"Unknown model {choice!r}; choose one of: {', '.join(self.models)}. Loading a model "
+                              "folder by its path is off on this server (its operator can allow it with "
+                              "--allow-local-paths).")
         if choice == LOCAL_CHOICE:
             if not local_path or not str(local_path).strip():
                 if not self.models:
@@ -73,8 +84,6 @@ class AppState:
                                       "with --model PATH, or choose 'Local path…' and enter a model folder.")
                 raise A.UserError("Enter the folder of a local model (an AdapLeR or BERT classifier).")
             return Path(str(local_path).strip())
-        if choice in self.models:
-            return self.models[choice]
         # the API may pass a folder directly
         p = Path(choice)
         if p.is_dir():
@@ -309,14 +318,17 @@ as JSON and CSV."""
 
 
 def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-               models_dir: str | os.PathLike | None = None, reports_dir: str | os.PathLike | None = None) -> gr.Blocks:
-    state = AppState(model_path, data_dir, models_dir, reports_dir)
+               models_dir: str | os.PathLike | None = None, reports_dir: str | os.PathLike | None = None,
+               allow_local_paths: bool = False) -> gr.Blocks:
+    """The explorer. ``allow_local_paths``: visitors may load any model folder on this machine by its path
+    ("Local path…", the API's ``model``); off by default, for a server open to the public."""
+    state = AppState(model_path, data_dir, models_dir, reports_dir, allow_local_paths)
     P.figure([], {})  # loads plotly's template once, not on the first request
-    choices = list(state.models) + [LOCAL_CHOICE]
+    choices = list(state.models) + ([LOCAL_CHOICE] if allow_local_paths else [])
     default = state.default_choice
 
     def model_info(choice, local_path):
-        if choice == LOCAL_CHOICE and not (local_path or "").strip():
+        if choice == LOCAL_CHOICE and state.allow_local_paths and not (local_path or "").strip():
             if not state.models:
                 return ("**No model available.** No shipped model under `assets/models/`; start with "
                         "`python -m app --model PATH` or enter a local model folder below.")
@@ -335,10 +347,11 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("Explore", elem_id="tab-explore"):
                 with gr.Row():
-                    picker = gr.Dropdown(choices, value=default, label="Model", elem_id="model-picker", scale=2,
-                                         allow_custom_value=False)
+                    picker = gr.Dropdown(choices, value=default if default in choices else None, label="Model",
+                                         elem_id="model-picker", scale=2, allow_custom_value=False)
                     local_path = gr.Textbox(label="Local model folder", placeholder="/path/to/model",
-                                            elem_id="model-path", visible=default == LOCAL_CHOICE, scale=3)
+                                            elem_id="model-path", visible=default == LOCAL_CHOICE and allow_local_paths,
+                                            scale=3)
                 info = gr.Markdown(elem_id="model-info")
                 text = gr.Textbox(label="Text", lines=4, max_lines=12, elem_id="input-text",
                                   placeholder="Type a sentence, or pick an example below")
@@ -450,7 +463,8 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
 
         def analyze_json(text: str, threshold_scale: float = 1.0, model: str = "", example: str = "") -> dict:
             """The whole analysis of ``text`` as JSON (tokens, per-layer CP scores and keep masks, rationales,
-            metrics, speed). ``model``: a picker label or a model folder (default: the default model).
+            metrics, speed). ``model``: a picker label (default: the default model), or a model folder when the
+            server allows it (``--allow-local-paths``).
             ``example``: key of a dataset example (``/examples``); its human rationale is used when ``text`` is
             that example's text."""
             try:

@@ -322,8 +322,6 @@ def test_bad_choices_give_messages(client, server):
     assert "Unknown model" in raw["error"]
     raw = client.predict("hello there", 1.0, "", "no:such-example", api_name="/analyze_json")
     assert "Unknown dataset example" in raw["error"]
-    res = client.predict("Local path…", "/definitely/not/here", "hello there", 1.0, api_name="/analyze")
-    assert "No model at" in res[0]
     raw = client.predict("hello", -1.0, "", "", api_name="/analyze_json")
     assert "threshold scale" in raw["error"]
 
@@ -413,12 +411,11 @@ def test_no_model_available_gives_message(env):
     # here, not at the top: Gradio loads only for the tests that use the app
     from app import ui
 
-    state = ui.AppState(None, None, models_dir=env["models_dir"])
-    assert state.default_choice == ui.LOCAL_CHOICE
-    out = ui.run_analysis(state, state.default_choice, "", "hello", 1.0, None)
-    assert "No model is available" in out[0] and "--model" in out[0]
-    out = ui.run_analysis(state, ui.LOCAL_CHOICE, str(env["model"]), "hello", 1.0, None)  # a local folder works
-    assert out[0] == "" and set(out[1]) == {"negative", "positive"}
+    for allow in (False, True):
+        state = ui.AppState(None, None, models_dir=env["models_dir"], allow_local_paths=allow)
+        assert state.default_choice == ui.LOCAL_CHOICE
+        out = ui.run_analysis(state, state.default_choice, "", "hello", 1.0, None)
+        assert "No model is available" in out[0] and "--model" in out[0]
 
 
 def test_one_unpruned_pass_per_analysis(tmp_path):
