@@ -319,11 +319,8 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
         else:
             pos = torch.arange(L, device=device).expand(B, L)  # original position of each slot
             alive = attention_mask.bool()  # (B, L') slots holding a live token; right padding
-        if output_token_masks:
-            cp_scores = torch.zeros(B, self.num_layers, L, device=device)
-            keep_masks = torch.zeros(B, self.num_layers, L, dtype=torch.bool, device=device)
         n = attention_mask.sum(-1, keepdim=True).float()  # (B, 1) survivors incl. [CLS]
-        lengths, deltas, attns = [], [], [] if output_attentions else None
+        lengths, deltas, scores, keeps, attns = [], [], [], [], [] if output_attentions else None
         rows = torch.arange(B, device=device)[:, None]
         for l in range(self.num_layers):
             p = masked_softmax(self.cps[l](hidden), None if single else alive.float())  # (B, L')
@@ -335,9 +332,10 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
             kept = keep.sum(-1, keepdim=True)  # (B, 1)
             lengths.append(kept)
             deltas.append(delta)
-            if output_token_masks:
-                cp_scores[rows, l, pos] = p if single else torch.where(alive, p, 0.0)
-                keep_masks[rows, l, pos] = keep
+            if output_token_masks:  # back to original positions (unique per row: a scatter)
+                empty = torch.zeros(B, L, device=device)
+                scores.append(empty.scatter(1, pos, p if single else torch.where(alive, p, 0.0)))
+                keeps.append(empty.scatter(1, pos, keep.float()) > 0)
             if single:  # the kept slots in order: no sort, no padding, no attention mask
                 idx = keep[0].nonzero().squeeze(-1)  # (L'',)
                 hidden, pos, bias = hidden.index_select(1, idx), pos.index_select(1, idx), None
@@ -350,5 +348,6 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
         record = {"layer_lengths": torch.cat(lengths, 1).float(), "thresholds": torch.cat(deltas, 1),
                   "attentions": tuple(attns) if attns else None}
         if output_token_masks:
-            record.update(cp_scores=cp_scores, keep_masks=keep_masks, soft_masks=keep_masks.float())
+            keep_masks = torch.stack(keeps, 1)
+            record.update(cp_scores=torch.stack(scores, 1), keep_masks=keep_masks, soft_masks=keep_masks.float())
         return self.classify(hidden), record

@@ -43,12 +43,13 @@ class _DropBatch1(nn.Module):
 
 
 def _export(module, args, path, inputs, outputs, dynamic_axes) -> Path:
+    # the exporter restores the wrapper's train/eval flag afterwards, recursively: it must be eval
     # the trace fixes the batch size (B == 1 of the drop path, checks in transformers' mask code);
     # the length stays dynamic, which the equality tests check
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Exporting aten::index operator")
-        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=OPSET, input_names=inputs,
+        torch.onnx.export(module.eval(), args, str(path), dynamo=False, opset_version=OPSET, input_names=inputs,
                           output_names=outputs, dynamic_axes=dynamic_axes)
     return Path(path)
 
@@ -70,11 +71,11 @@ def export_adapler(model: AdapLeRForSequenceClassification, path, token_masks: b
     ``keep_masks`` (1, layers, L) (the per-token record, for checks and heatmaps)."""
     model = model.float().eval()
     ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102]])
-    length = {1: "length"}
+    axes = {"input_ids": {1: "length"}, "token_type_ids": {1: "length"}}
+    axes.update({"keep_masks": {2: "length"}} if token_masks else {})
     return _export(_DropBatch1(model, token_masks), (ids, torch.zeros_like(ids), torch.tensor(1.0)), path,
                    ["input_ids", "token_type_ids", "threshold_scale"],
-                   ["logits", "layer_lengths"] + (["keep_masks"] if token_masks else []),
-                   {"input_ids": length, "token_type_ids": length, "keep_masks": {2: "length"}})
+                   ["logits", "layer_lengths"] + (["keep_masks"] if token_masks else []), axes)
 
 
 @torch.no_grad()
