@@ -1,4 +1,4 @@
-"""Command line: ``python -m adapler {finetune,saliency,train,evaluate} --help``."""
+"""Command line: ``python -m adapler {finetune,saliency,train,calibrate,evaluate,export-onnx} --help``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import typing
 
 from . import data as D
-from . import training
+from . import onnx_export, training
 from .evaluation import calibrate_command, evaluate_command
 
 
@@ -85,6 +85,14 @@ def main(argv=None) -> int:
                    help="also report attention top-k pruning at the same FLOPs")
     p.add_argument("--sweep", default="", help="comma-separated threshold scales: accuracy/speedup Pareto points")
     p.add_argument("--json", default=None, help="also write the report to this file")
+    p.add_argument("--onnx", action="store_true",
+                   help="also time ONNX Runtime vanilla BERT and ONNX Runtime AdapLeR at batch 1 (1 thread)")
+    p = sub.add_parser("export-onnx", help="export a model folder to ONNX: model.onnx (AdapLeR, batch 1) "
+                       "and vanilla.onnx (same weights, no pruning)")
+    p.add_argument("--model", required=True, help="AdapLeR model folder")
+    p.add_argument("--output", required=True, help="folder to write model.onnx, vanilla.onnx, tokenizer and config to")
+    p.add_argument("--vanilla", action=argparse.BooleanOptionalAction, default=True,
+                   help="also export vanilla.onnx")
     p = sub.add_parser("calibrate", help="scale the learned thresholds for max speedup within --max-drop of the baseline")
     p.add_argument("--model", required=True, help="AdapLeR model folder")
     p.add_argument("--baseline", required=True, help="fine-tuned baseline folder (its accuracy is the reference)")
@@ -110,6 +118,8 @@ def main(argv=None) -> int:
             kwargs = {k: v for k, v in vars(args).items() if k != "command"}
             result = training.train_adapler(training.TrainArgs(**kwargs))
             print(json.dumps({k: v for k, v in result.items() if k != "args"}, indent=2))
+        elif args.command == "export-onnx":
+            print(json.dumps(onnx_export.export_model_dir(args.model, args.output, args.vanilla), indent=2))
         elif args.command == "calibrate":
             print(json.dumps(calibrate_command(args), indent=2))
         elif args.command == "evaluate":
@@ -117,6 +127,10 @@ def main(argv=None) -> int:
                                       args.baseline, args.threshold_scale, args.timing_examples,
                                       args.attention_baseline,
                                       [float(x) for x in args.sweep.split(",") if x.strip()])
+            if args.onnx:
+                report["adapler"]["wall_clock_onnx"] = onnx_export.onnx_wall_clock(
+                    args.model, args.task, args.split, args.data_dir, args.limit, args.timing_examples or 256,
+                    args.threshold_scale)
             text = json.dumps(report, indent=2)
             print(text)
             if args.json:

@@ -66,7 +66,7 @@ def run_hard(model, features, batch_size=32, mode="masked", threshold_scale=1.0,
     layer_lengths = torch.zeros(len(features), model.config.num_hidden_layers)
     cp_scores: list = [None] * len(features)
     for idx, out in forward_batches(model, features, batch_size, mode=mode, threshold_scale=threshold_scale,
-                                    thresholds=thresholds):
+                                    thresholds=thresholds, output_token_masks=True):
         logits[idx] = out.logits.float().cpu()
         layer_lengths[idx] = out.layer_lengths.float().cpu()
         for row, i in enumerate(idx):

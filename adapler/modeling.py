@@ -8,7 +8,11 @@ Before layer ``l`` the CP scores every surviving token; a token is kept iff its 
                cumulative log-mask on the attention logits of keys;
 * ``"masked"`` exact hard decisions applied as an attention bias (no compute saved; metric reference);
 * ``"drop"``   removed tokens are physically gathered out between layers, per example, re-padded to the
-               batch's longest survivor list (batch size 1 is the special case with no padding).
+               batch's longest survivor list (batch size 1 is the special case with no padding: the kept
+               positions are selected without sorting and attention runs without a mask). The per-token
+               record (CP scores and keep masks in original positions) costs a scatter per layer, so
+               ``drop`` fills it only when asked (``output_token_masks=True``); logits, lengths and
+               thresholds come always.
 
 ``masked`` and ``drop`` give the same logits (up to float error) on any batch.
 """
@@ -39,6 +43,7 @@ class AdapLeROutput(ModelOutput):
     cp_scores:     (B, layers, L) CP probability of each token before layer l (0 on removed/padding).
     keep_masks:    (B, layers, L) bool, token processed by layer l ([CLS] always True, padding False).
     soft_masks:    (B, layers, L) float cumulative soft keep-mask (``soft`` path; hard paths: 0/1).
+                   These three are None in ``drop`` unless ``output_token_masks=True``.
     layer_lengths: (B, layers) float, tokens processed by layer l; differentiable in ``soft``.
     thresholds:    (B, layers) delta_l used by each decision.
     attentions:    tuple of (B, H, L', L') per layer when asked (``masked``: L' = L).
@@ -67,12 +72,14 @@ class ContributionPredictor(nn.Module):
         return self.out(self.act(self.dense(hidden))).squeeze(-1)
 
 
-def masked_softmax(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def masked_softmax(logits: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
     """``softmax(z) * u / sum`` (= ``softmax(z + log u)``): a distribution over weighted survivors.
 
-    logits, weights: (B, L); weights are 0 on removed/padding, fractional in the soft path.
+    logits, weights: (B, L); weights are 0 on removed/padding, fractional in the soft path; None =
+    all 1 (the same numbers: multiplying by 1 is exact).
     """
-    e = torch.softmax(logits.float(), dim=-1) * weights
+    e = torch.softmax(logits.float(), dim=-1)
+    e = e if weights is None else e * weights
     return e / (e.sum(-1, keepdim=True) + 1e-15)
 
 
@@ -188,13 +195,14 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
         finally:
             self.config._attn_implementation = old
 
-    def run_layer(self, l: int, hidden: torch.Tensor, key_bias: torch.Tensor,
+    def run_layer(self, l: int, hidden: torch.Tensor, key_bias: torch.Tensor | None,
                   attn_store: list | None = None) -> torch.Tensor:
         """Encoder layer ``l`` on hidden (B, L, H) with an additive key bias (B, L): 0 for a live key,
-        ``NEG`` for a removed or padded one. With ``attn_store`` (inside ``eager_attention``) the
-        layer's attention probabilities (B, heads, L, L) are appended to it."""
+        ``NEG`` for a removed or padded one; None when every key is live (no mask: the faster kernel).
+        With ``attn_store`` (inside ``eager_attention``) the layer's attention probabilities
+        (B, heads, L, L) are appended to it."""
         layer = self.bert.encoder.layer[l]
-        mask = key_bias[:, None, None, :].to(hidden.dtype)
+        mask = None if key_bias is None else key_bias[:, None, None, :].to(hidden.dtype)
         if attn_store is None:
             return layer(hidden, attention_mask=mask)
         handle = layer.attention.self.register_forward_hook(lambda m, i, o: attn_store.append(o[1]))
@@ -212,7 +220,8 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, mode: str = "drop", threshold_scale: float = 1.0,
                 thresholds=None, sharpness: float | None = None, cls_probe: torch.Tensor | None = None,
-                output_attentions: bool = False, output_hidden_states: bool | None = None,
+                output_attentions: bool = False, output_token_masks: bool = False,
+                output_hidden_states: bool | None = None,
                 return_dict: bool | None = None) -> AdapLeROutput:
         """Classify, dropping tokens layer by layer.
 
@@ -228,6 +237,8 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
             cls_probe: (layers-1,) [CLS] rescale before the threshold test (training-only gradient
                 probe of docs/method.md §4.3); None = identity.
             output_attentions: also return per-layer attention probabilities (eager kernel).
+            output_token_masks: ``drop`` also fills ``cp_scores``, ``keep_masks`` and ``soft_masks``
+                in original positions (a scatter per layer; ``masked`` and ``soft`` always do).
             output_hidden_states, return_dict: accepted for compatibility; hidden states of a
                 shrinking sequence are not returned, and the output is always an ``AdapLeROutput``.
         """
@@ -246,8 +257,10 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
         with self._attention_kernel(kernel):
             hidden = self.bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids,
                                           position_ids=position_ids, inputs_embeds=inputs_embeds)  # (B, L, H)
-            run = self._forward_drop if mode == "drop" else self._forward_masked
-            kwargs = {"sharpness": sharpness if mode == "soft" else None}
+            if mode == "drop":
+                run, kwargs = self._forward_drop, {"output_token_masks": output_token_masks}
+            else:
+                run, kwargs = self._forward_masked, {"sharpness": sharpness if mode == "soft" else None}
             logits, record = run(hidden, attention_mask, eta, cls_probe, output_attentions, **kwargs)
         loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
         return AdapLeROutput(loss=loss, logits=logits, **record)
@@ -293,36 +306,48 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
                   "thresholds": torch.stack(deltas, 1), "attentions": tuple(attns) if attns else None}
         return self.classify(hidden), record
 
-    def _forward_drop(self, hidden, attention_mask, eta, cls_probe, output_attentions, sharpness=None):
-        """Hard decisions with removed tokens gathered out after every CP."""
+    def _forward_drop(self, hidden, attention_mask, eta, cls_probe, output_attentions, output_token_masks=False):
+        """Hard decisions with removed tokens gathered out after every CP; the full-length per-token
+        record only with ``output_token_masks``. Batch size 1 first drops its padding (if any), so
+        every slot is live: the kept slots are selected in order and attention needs no mask."""
         B, L = attention_mask.shape
         device = hidden.device
-        pos = torch.arange(L, device=device).expand(B, L)  # original position of each slot
-        alive = attention_mask.bool()  # (B, L') slots holding a live token
-        shape = (B, self.num_layers, L)
-        cp_scores = torch.zeros(shape, device=device)
-        keep_masks = torch.zeros(shape, dtype=torch.bool, device=device)
-        lengths = torch.zeros(B, self.num_layers, device=device)
-        deltas = torch.zeros(B, self.num_layers, device=device)
-        attns = [] if output_attentions else None
+        single = B == 1
+        if single:
+            pos = attention_mask[0].nonzero().squeeze(-1)  # (L',) real positions
+            hidden, pos, alive = hidden.index_select(1, pos), pos[None], None
+        else:
+            pos = torch.arange(L, device=device).expand(B, L)  # original position of each slot
+            alive = attention_mask.bool()  # (B, L') slots holding a live token; right padding
+        n = attention_mask.sum(-1, keepdim=True).float()  # (B, 1) survivors incl. [CLS]
+        lengths, deltas, scores, keeps, attns = [], [], [], [], [] if output_attentions else None
         rows = torch.arange(B, device=device)[:, None]
         for l in range(self.num_layers):
-            is_cls = pos == 0
-            p = masked_softmax(self.cps[l](hidden), alive.float())  # (B, L')
-            n = alive.sum(-1, keepdim=True).float()  # survivors incl. [CLS]
-            delta = eta[l] / n
-            keep = alive & ((self._probe(p, l, cls_probe) >= delta) | is_cls)
-            # compact: kept slots first (stable, so original order is preserved), then cut
-            order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
-            width = int(keep.sum(-1).max())
-            order = order[:, :width]
-            cp_scores[rows, l, pos] = torch.where(alive, p, 0.0)
-            keep_masks[rows, l, pos] = keep
-            lengths[:, l] = keep.sum(-1)
-            deltas[:, l] = delta.squeeze(-1)
-            hidden, pos, alive = hidden[rows, order], pos[rows, order], keep[rows, order]
-            hidden = self.run_layer(l, hidden, torch.where(alive, 0.0, NEG), attns)
-        record = {"cp_scores": cp_scores, "keep_masks": keep_masks, "soft_masks": keep_masks.float(),
-                  "layer_lengths": lengths, "thresholds": deltas,
+            p = masked_softmax(self.cps[l](hidden), None if single else alive.float())  # (B, L')
+            delta = eta[l] / n  # (B, 1)
+            keep = self._probe(p, l, cls_probe) >= delta
+            keep[:, 0] = True  # [CLS] is slot 0 (an all-padding row has no live slot: cleared next)
+            if not single:
+                keep &= alive
+            kept = keep.sum(-1, keepdim=True)  # (B, 1)
+            lengths.append(kept)
+            deltas.append(delta)
+            if output_token_masks:  # back to original positions (unique per row: a scatter)
+                empty = torch.zeros(B, L, device=device)
+                scores.append(empty.scatter(1, pos, p if single else torch.where(alive, p, 0.0)))
+                keeps.append(empty.scatter(1, pos, keep.float()) > 0)
+            if single:  # the kept slots in order: no sort, no padding, no attention mask
+                idx = keep[0].nonzero().squeeze(-1)  # (L'',)
+                hidden, pos, bias = hidden.index_select(1, idx), pos.index_select(1, idx), None
+            else:  # kept slots first (stable, so original order is preserved), cut, re-padded
+                order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, : int(kept.max())]
+                hidden, pos, alive = hidden[rows, order], pos[rows, order], keep[rows, order]
+                bias = torch.where(alive, 0.0, NEG)
+            n = kept.float()
+            hidden = self.run_layer(l, hidden, bias, attns)
+        record = {"layer_lengths": torch.cat(lengths, 1).float(), "thresholds": torch.cat(deltas, 1),
                   "attentions": tuple(attns) if attns else None}
+        if output_token_masks:
+            keep_masks = torch.stack(keeps, 1)
+            record.update(cp_scores=torch.stack(scores, 1), keep_masks=keep_masks, soft_masks=keep_masks.float())
         return self.classify(hidden), record

@@ -273,7 +273,7 @@ def analyze_text(model, tokenizer, text: str, threshold_scale: float = 1.0, huma
                 def run(m, ids=ids, tt=tt, **kw):
                     return lambda: m(input_ids=ids, token_type_ids=tt, **kw)
 
-                out, t_drop = time_call(run(model, mode="drop", threshold_scale=scale), repeats)
+                out, t_drop = time_call(run(model, mode="drop", threshold_scale=scale, output_token_masks=True), repeats)
                 _, t_mask = time_call(run(model, mode="masked", threshold_scale=scale), 1)
                 _, t_base = time_call(run(baseline), repeats)
                 ms["drop"] += 1000 * t_drop

@@ -142,7 +142,8 @@ class Engine:
         batch = collate(self._features(windows), self.pad_id)
         return tuple(batch[k].to(self.device) for k in MODEL_INPUTS)
 
-    def _call(self, ids, am, tt, mode: str, threshold_scale: float, output_attentions: bool = False):
+    def _call(self, ids, am, tt, mode: str, threshold_scale: float, output_attentions: bool = False,
+              output_token_masks: bool = False):
         if self.is_adapler and mode == "masked" and threshold_scale == 0.0 and not output_attentions:
             # At threshold scale 0 no token is ever removed, so the unpruned AdapLeR model is exactly its
             # BERT encoder followed by its classification head: run that directly and skip the
@@ -154,6 +155,8 @@ class Engine:
             kwargs.update(mode=mode, threshold_scale=threshold_scale)
         if output_attentions:
             kwargs["output_attentions"] = True
+        if output_token_masks:
+            kwargs["output_token_masks"] = True
         return self.model(**kwargs)
 
     def _report(self, stage: str, done: int, total: int) -> None:
@@ -429,7 +432,7 @@ class Engine:
         def fn(ws, tensors):
             ids, am, tt = tensors
             with torch.inference_mode():
-                out = self._call(ids, am, tt, "drop", scale)
+                out = self._call(ids, am, tt, "drop", scale, output_token_masks=True)
                 probs = torch.softmax(out.logits.float(), -1).cpu().numpy()
                 keep = out.keep_masks.bool().cpu().numpy()
                 cp = out.cp_scores.float().cpu().numpy()

@@ -50,7 +50,7 @@ def test_soft_masked_drop_agree_with_padding_and_pruning():
     with torch.no_grad():
         soft = model(input_ids=ids, attention_mask=mask, mode="soft", sharpness=1e20)
         masked = model(input_ids=ids, attention_mask=mask, mode="masked")
-        drop = model(input_ids=ids, attention_mask=mask, mode="drop")
+        drop = model(input_ids=ids, attention_mask=mask, mode="drop", output_token_masks=True)
     # pruning really happened, differently per example
     assert (drop.layer_lengths[:, -1] < mask.sum(-1)).all()
     assert len(set(drop.layer_lengths[:, -1].tolist())) > 1
@@ -65,10 +65,10 @@ def test_batched_drop_equals_batch_size_one():
     model = pruning_model()
     ids, mask = random_batch()
     with torch.no_grad():
-        batched = model(input_ids=ids, attention_mask=mask, mode="drop")
+        batched = model(input_ids=ids, attention_mask=mask, mode="drop", output_token_masks=True)
         for b in range(ids.shape[0]):
             n = int(mask[b].sum())
-            single = model(input_ids=ids[b : b + 1, :n], mode="drop")
+            single = model(input_ids=ids[b : b + 1, :n], mode="drop", output_token_masks=True)
             assert (single.logits - batched.logits[b]).abs().max() <= 1e-4
             assert torch.equal(single.keep_masks[0], batched.keep_masks[b, :, :n])
 
@@ -92,7 +92,8 @@ def test_cls_never_removed_and_padding_never_kept():
     ids, mask = random_batch()
     with torch.no_grad():
         for mode in ("masked", "drop"):
-            out = model(input_ids=ids, attention_mask=mask, mode=mode, thresholds=[1.0] * 4, threshold_scale=50)
+            out = model(input_ids=ids, attention_mask=mask, mode=mode, thresholds=[1.0] * 4, threshold_scale=50,
+                        output_token_masks=True)
             assert out.keep_masks[:, :, 0].all()
             assert not (out.keep_masks & ~mask.bool()[:, None, :]).any()
             assert (out.layer_lengths[:, -1] == 1).all()  # only [CLS] survives such thresholds
