@@ -8,6 +8,8 @@ import json
 import sys
 import typing
 
+from accelerate import PartialState
+
 from . import data as D
 from . import onnx_export, training
 from .evaluation import calibrate_command, evaluate_command
@@ -110,14 +112,16 @@ def main(argv=None) -> int:
         if args.command == "finetune":
             kwargs = {k: v for k, v in vars(args).items() if k != "command"}
             result = training.finetune(training.FinetuneArgs(**kwargs))
-            print(json.dumps(result.get("best", result), indent=2))
+            if PartialState().is_main_process:  # one summary, not one per process of a multi-process run
+                print(json.dumps(result.get("best", result), indent=2))
         elif args.command == "saliency":
             print(json.dumps(training.extract_saliency(args.model, args.task, args.split, args.output,
                                                        args.data_dir, args.limit, args.batch_size, args.target)))
         elif args.command == "train":
             kwargs = {k: v for k, v in vars(args).items() if k != "command"}
             result = training.train_adapler(training.TrainArgs(**kwargs))
-            print(json.dumps({k: v for k, v in result.items() if k != "args"}, indent=2))
+            if PartialState().is_main_process:
+                print(json.dumps({k: v for k, v in result.items() if k != "args"}, indent=2))
         elif args.command == "export-onnx":
             print(json.dumps(onnx_export.export_model_dir(args.model, args.output, args.vanilla), indent=2))
         elif args.command == "calibrate":

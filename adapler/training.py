@@ -4,14 +4,20 @@ Both loops share ``_Loop``: length-grouped batches fixed by (seed, epoch), bf16 
 accelerate, a JSON log line per epoch, and a checkpoint (model, optimisers, schedulers, RNG, position)
 written every ``checkpoint_minutes`` and at each epoch end into ``run_dir``. Re-running the same
 command with the same ``run_dir`` resumes from the last checkpoint and ends with the same weights as
-an uninterrupted run. The same command runs under ``accelerate launch`` on several devices.
+an uninterrupted run.
+
+The same command runs on several processes (``torchrun --nproc_per_node N -m adapler ...``; GPUs, or
+CPUs over gloo): ``batch_size`` is per process, so a step sees ``batch_size x N`` examples and gives
+the same update as one process with that batch (``shard_batches``; the AdapLeR thresholds, trained by
+their own gradient pass, are averaged by hand, see ``train_adapler``). Only the main process
+evaluates and writes; the others receive its records.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,7 +25,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import (
@@ -108,6 +114,42 @@ def fast_cpu_math() -> None:
     torch.set_flush_denormal(True)
 
 
+def make_accelerator(bf16: bool | None) -> Accelerator:
+    """The accelerator of both loops.
+
+    Started by ``torchrun`` on a machine without a GPU, accelerate would run every process alone (all
+    writing the same files) unless told to use the CPU, which joins them over gloo. The schedulers
+    step once per optimiser step: accelerate's default steps them once per process, for data loaders
+    that shrink with the process count; ours count per-process steps already (``shard_batches``).
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(mixed_precision="bf16" if _use_bf16(bf16) else "no", step_scheduler_with_optimizer=False,
+                       cpu=launched and not torch.cuda.is_available())
+
+
+def shard_batches(lengths: list[int], batch_size: int, seed: int | None, rank: int = 0,
+                  processes: int = 1) -> list[list[int]]:
+    """Process ``rank``'s batches: length-grouped global batches of ``batch_size * processes`` examples
+    (``D.length_grouped_batches``), each dealt out one example per process in turn, so every share
+    spans the batch's lengths. The last global batch drops its ``len % processes`` longest examples:
+    every process gets the same number of equally sized batches (a mean of per-process means is then
+    the global mean). One process: exactly ``D.length_grouped_batches``."""
+    shares = []
+    for batch in D.length_grouped_batches(lengths, batch_size * processes, seed):
+        share = batch[: len(batch) - len(batch) % processes][rank::processes]
+        if share:
+            shares.append(share)
+    return shares
+
+
+def _on_main(acc: Accelerator, fn):
+    """``fn()`` run by the main process only, its result sent to all: evaluation is not sharded, and
+    every process must log, checkpoint and select from the same records."""
+    result = [fn() if acc.is_main_process else None]
+    broadcast_object_list(result, from_process=0)
+    return result[0]
+
+
 def load_classifier(path: str, **kwargs):
     """A plain BERT-family sequence classifier from ``path``. An AdapLeR folder gives its encoder and
     classifier without the CPs (e.g. to fine-tune a sentiment model further on another dataset)."""
@@ -139,8 +181,8 @@ class _Loop:
         self.state = _State()
 
     def batches(self, epoch: int) -> list[list[int]]:
-        all_batches = D.length_grouped_batches(self.lengths, self.batch_size, self.seed + epoch)
-        return all_batches[self.acc.process_index :: self.acc.num_processes]
+        return shard_batches(self.lengths, self.batch_size, self.seed + epoch, self.acc.process_index,
+                             self.acc.num_processes)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -152,6 +194,7 @@ class _Loop:
         tmp = self.run_dir / "checkpoint.tmp"
         self.acc.wait_for_everyone()
         self.acc.save_state(str(tmp))
+        self.acc.wait_for_everyone()  # every process's RNG state is in tmp before it moves
         if self.acc.is_main_process:
             (tmp / "loop_state.json").write_text(json.dumps(asdict(self.state)))
             if ckpt.exists():
@@ -180,6 +223,10 @@ class _Loop:
                 batch = D.collate([self.features[j] for j in batches[i]])
                 batch = {k: v.to(self.acc.device) for k, v in batch.items()}
                 loss = self.train_step(batch, epoch)
+                due = time.monotonic() - last_save > self.checkpoint_seconds
+                # the global batch's loss; a checkpoint when any process's clock says so (all must save)
+                loss, due = self.acc.reduce(torch.tensor([loss, due], dtype=torch.float64,
+                                                         device=self.acc.device), "mean").tolist()
                 self.state.running_loss = 0.98 * self.state.running_loss + 0.02 * loss if i else loss
                 self.state.step, self.state.global_step = i + 1, self.state.global_step + 1
                 bar.update(1)
@@ -187,7 +234,7 @@ class _Loop:
                 if self.stop_after_steps and self.state.global_step >= self.stop_after_steps:
                     self.save_checkpoint()
                     return False
-                if time.monotonic() - last_save > self.checkpoint_seconds:
+                if due:
                     self.save_checkpoint()
                     last_save = time.monotonic()
             bar.close()
@@ -227,11 +274,12 @@ class _FinetuneLoop(_Loop):
         return loss.item()
 
     def end_epoch(self, epoch):
-        model = self.acc.unwrap_model(self.model)
-        metrics = example_accuracy(self.dev_features, predict_logits(model, self.dev_features))
-        if self.acc.is_main_process:  # keep every epoch: saliency may average the best ones
-            model.save_pretrained(self.run_dir / f"epoch-{epoch + 1}")
-        return {f"val_{k}": v for k, v in metrics.items()}
+        def evaluate_and_save():
+            model = self.acc.unwrap_model(self.model)
+            model.save_pretrained(self.run_dir / f"epoch-{epoch + 1}")  # every epoch: saliency may average some
+            return example_accuracy(self.dev_features, predict_logits(model, self.dev_features))
+
+        return {f"val_{k}": v for k, v in _on_main(self.acc, evaluate_and_save).items()}
 
 
 def finetune(args: FinetuneArgs) -> dict:
@@ -242,7 +290,7 @@ def finetune(args: FinetuneArgs) -> dict:
     out_dir = Path(args.output_dir)
     run_dir = Path(args.run_dir) if args.run_dir else out_dir / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
-    acc = Accelerator(mixed_precision="bf16" if _use_bf16(args.bf16) else "no")
+    acc = make_accelerator(args.bf16)
     fast_cpu_math()
     tokenizer = AutoTokenizer.from_pretrained(base)
     features = load_features(args.task, "train", tokenizer, args.data_dir, args.limit, args.max_length)
@@ -251,9 +299,7 @@ def finetune(args: FinetuneArgs) -> dict:
         base, num_labels=len(spec.labels), id2label=dict(enumerate(spec.labels)),
         label2id={n: i for i, n in enumerate(spec.labels)}, attention_probs_dropout_prob=args.attention_dropout)
     optimizer = _adamw(model.named_parameters(), args.lr, args.weight_decay, eps=1e-8)
-    steps_per_epoch = math.ceil(len(D.length_grouped_batches([0] * len(features), args.batch_size, None))
-                                / acc.num_processes)
-    total = steps_per_epoch * args.epochs
+    total = len(shard_batches([0] * len(features), args.batch_size, None, 0, acc.num_processes)) * args.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup * total), total)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
     loop = _FinetuneLoop(args, acc, model, optimizer, scheduler, features, dev, run_dir)
@@ -376,6 +422,8 @@ class _AdapLeRLoop(_Loop):
         self.args, self.model, self.dev = args, model, dev
         (self.main_opt, self.eta_opt), (self.main_sched, self.eta_sched) = optimizers, schedulers
         spec = D.get_task(args.task)
+        raw = acc.unwrap_model(model)
+        self.threshold_params = [p for p in (raw.eta, raw.theta) if p is not None]
         self.gamma = spec.gamma if args.gamma is None else args.gamma
         self.phi = spec.phi if args.phi is None else args.phi
 
@@ -388,9 +436,11 @@ class _AdapLeRLoop(_Loop):
         self.model.train()
         ce = adapler_backward(self.model, raw, batch, lam, self.gamma, self.phi,
                               backward=self.acc.backward, autocast=self.acc.autocast)
+        for p in self.threshold_params:  # outside DDP (train_adapler): average their own-pass gradients
+            p.grad = self.acc.reduce(p.grad, "mean")
         main_params = [p for n, p in raw.named_parameters() if n not in ("eta", "theta")]
         self.acc.clip_grad_norm_(main_params, 1.0)
-        torch.nn.utils.clip_grad_norm_([p for p in (raw.eta, raw.theta) if p is not None], 1.0)
+        torch.nn.utils.clip_grad_norm_(self.threshold_params, 1.0)
         for opt, sched in ((self.main_opt, self.main_sched), (self.eta_opt, self.eta_sched)):
             opt.step()
             sched.step()
@@ -401,7 +451,7 @@ class _AdapLeRLoop(_Loop):
 
     def end_epoch(self, epoch):
         raw = self.acc.unwrap_model(self.model)
-        report = evaluate_features(raw, self.dev, timing=False)
+        report = _on_main(self.acc, lambda: evaluate_features(raw, self.dev, timing=False))
         if self.acc.is_main_process:
             raw.save_pretrained(self.run_dir / f"epoch-{epoch + 1}")
         return {"val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"],
@@ -426,14 +476,14 @@ def train_adapler(args: TrainArgs) -> dict:
     run_dir = Path(args.run_dir) if args.run_dir else out_dir / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     fast_cpu_math()
-    acc = Accelerator(mixed_precision="bf16" if _use_bf16(args.bf16) else "no")
+    acc = make_accelerator(args.bf16)
     tokenizer = AutoTokenizer.from_pretrained(args.init_model)
     features = load_features(args.task, "train", tokenizer, args.data_dir, args.limit, args.max_length)
     load_saliency(args.saliency, features)
     dev = load_features(args.task, "val", tokenizer, args.data_dir, args.eval_limit, args.max_length)
     model = AdapLeRForSequenceClassification.from_pretrained(
         args.init_model, attention_probs_dropout_prob=args.attention_dropout)
-    baseline = evaluate_features(model, dev, timing=False, threshold_scale=0.0)["accuracy"]
+    baseline = _on_main(acc, lambda: evaluate_features(model, dev, timing=False, threshold_scale=0.0)["accuracy"])
     acc.print(json.dumps({"baseline_val_accuracy": baseline}))
     named = [(n, p) for n, p in model.named_parameters() if n not in ("eta", "theta")]
     bert_params = [(n, p) for n, p in named if not n.startswith("cps.")]
@@ -442,9 +492,14 @@ def train_adapler(args: TrainArgs) -> dict:
     main_opt.add_param_group({"params": cp_params, "lr": args.cp_lr, "weight_decay": args.weight_decay})
     eta_params = [model.eta] + ([model.theta] if model.theta is not None else [])
     eta_opt = torch.optim.Adam(eta_params, lr=args.eta_lr, eps=1e-12)
-    steps = math.ceil(len(D.length_grouped_batches([0] * len(features), args.batch_size, None))
-                      / acc.num_processes) * args.epochs
+    steps = len(shard_batches([0] * len(features), args.batch_size, None, 0, acc.num_processes)) * args.epochs
     scheds = [get_linear_schedule_with_warmup(o, int(args.warmup * steps), steps) for o in (main_opt, eta_opt)]
+    # eta/theta get their gradients from their own pass (adapler_backward), not from the backward DDP
+    # syncs (theta is not even in its graph: DDP would wait for it forever), so DDP leaves them out and
+    # the loop averages their gradients itself. Names as DDP expects them: "{module}.{param}".
+    torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+        model, [f"{mod}.{name}" for mod, m in model.named_modules() for name, p in m.named_parameters(recurse=False)
+                if any(p is q for q in eta_params)])
     model, main_opt, eta_opt, *scheds = acc.prepare(model, main_opt, eta_opt, *scheds)
     loop = _AdapLeRLoop(args, acc, model, (main_opt, eta_opt), scheds, features, dev, run_dir)
     loop.try_resume()
