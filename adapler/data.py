@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -439,10 +440,12 @@ def _examples(source: DatasetSpec, split: str, rows: list[tuple[str, dict]], cla
         text = _text(row, source.text_column, where)
         pair = _text(row, source.text_pair_column, where) if source.text_pair_column else None
         value = _row_value(row, source.label_column, where)
-        fixed = classes or source.labels
-        if fixed and isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(fixed):
-            value = fixed[value]  # a class index of a ClassLabel column or a preset
+        if value is None or str(value).strip() == "":
+            raise DataError(f"{where}: no label in column {source.label_column!r}; fill it in or remove the row")
         label = index.get(str(value))
+        fixed = classes or source.labels
+        if label is None and fixed and re.fullmatch(r"\d+", str(value)) and int(value) < len(fixed):
+            label = index.get(fixed[int(value)])  # a class number of a ClassLabel column or a preset
         if label is None:
             raise DataError(f"{where}: label {value!r} is not in the label set ({', '.join(names)}); "
                             "fix the row, or use a model whose classes include it")
@@ -513,14 +516,22 @@ def _load_file(file: Path, options: dict):
         kwargs.setdefault("na_filter", False)  # "NA", "null" and empty cells stay text
     else:
         kwargs.pop("quoting", None)
+    library_log = logging.getLogger("datasets")
+    level = library_log.level
+    library_log.setLevel(logging.CRITICAL)  # it logs a parse error with its traceback; ours names the file
     try:
         return datasets.load_dataset(builder, data_files=str(file), split="train", **kwargs)
     except Exception as err:  # noqa: BLE001 - datasets raises many types; the message must name the file
+        if file.suffix.lower() == ".jsonl":
+            for _ in read_jsonl(file):  # one object per line: name the line that is not valid JSON
+                pass
         cause = err
         while cause.__cause__ is not None or cause.__context__ is not None:
             cause = cause.__cause__ or cause.__context__
-        raise DataError(f"{file}: not a valid {file.suffix.lstrip('.').upper()} file ({cause}); fix the file "
+        raise DataError(f"{file}: not a valid {file.suffix.lstrip('.').upper()} file ({str(cause).strip()}); fix the file "
                         "or check its delimiter/quoting") from None
+    finally:
+        library_log.setLevel(level)
 
 
 def _load_hub(path: str, config: str | None, split: str | None):
