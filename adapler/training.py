@@ -250,7 +250,8 @@ def finetune(args: FinetuneArgs) -> dict:
     fast_cpu_math()
     model = load_classifier(
         base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
-        attention_probs_dropout_prob=args.attention_dropout)
+        attention_probs_dropout_prob=args.attention_dropout,
+        ignore_mismatched_sizes=True)  # a base classifier with another number of classes gets a new head
     model.config.adapler_dataset = source.describe()  # the explorer reads label names and pairs from it
     optimizer = _adamw(model.named_parameters(), args.lr, args.weight_decay, eps=1e-8)
     steps_per_epoch = math.ceil(len(D.length_grouped_batches([0] * len(features), args.batch_size, None))
