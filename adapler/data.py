@@ -229,7 +229,8 @@ def class_label_map(config, task: str | TaskSpec) -> list[str]:
     Read from ``config.id2label`` when the names are meaningful (``NEG``/``negative``,
     ``hatespeech``/``offensive`` -> ``toxic``, ``normal`` -> ``non-toxic``, ...); generic names
     (``LABEL_0``) fall back to the ERASER label order (as many classes as ERASER labels) or to the
-    task's own classes mapped to ERASER labels (HateXplain's three classes).
+    task's own classes mapped to ERASER labels (HateXplain's three classes); named classes that
+    map to no label are an error (``EraserSpec.label_map``, ``--label-map``, adds names).
     """
     spec = get_task(task) if isinstance(task, str) else task
     if spec.eraser is None:
@@ -239,13 +240,14 @@ def class_label_map(config, task: str | TaskSpec) -> list[str]:
     mapped = [spec.eraser_label(n) for n in names]
     if num and all(m is not None for m in mapped):
         return mapped  # type: ignore[return-value]
-    if num == len(spec.eraser.labels):
+    generic = all(GENERIC_LABEL.fullmatch(n) for n in names)  # named classes are never mapped by position
+    if generic and num == len(spec.eraser.labels):
         return list(spec.eraser.labels)
-    if num == len(spec.labels):
+    if generic and num == len(spec.labels):
         return [spec.eraser_label(lab) for lab in spec.labels]  # type: ignore[misc]
     raise ValueError(
         f"cannot map the model's {num} classes {names} to dataset labels {list(spec.eraser.labels)}; "
-        "set config.id2label or give a label map"
+        "give a label map (--label-map CLASS=LABEL,...) or set config.id2label"
     )
 
 

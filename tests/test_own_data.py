@@ -234,3 +234,40 @@ def test_saliency_and_flops_take_token_types(tiny_model):
     assert pair.shape == single.shape and not torch.allclose(pair, single)
     out = tiny_model(input_ids=ids, attention_mask=mask, token_type_ids=types, mode="masked")
     assert out.cp_scores.shape[-1] == 7 and out.layer_lengths.shape == (1, 3)
+
+
+# ---------------------------------------------------------------- ERASER evaluation of any folder
+
+def write_eraser_folder(path):
+    """An ERASER-layout folder of its own: docs.jsonl, test.jsonl, labels 'bad'/'good', with queries."""
+    path.mkdir()
+    docs = {f"d{i}": f"the food was {'awful' if i % 2 else 'lovely'} today\nwe will {'never' if i % 2 else 'surely'} return"
+            for i in range(6)}
+    (path / "docs.jsonl").write_text("".join(json.dumps({"docid": d, "document": t}) + "\n" for d, t in docs.items()))
+    anns = [{"annotation_id": d, "classification": "bad" if i % 2 else "good", "query": "was it good ?",
+             "evidences": [[{"docid": d, "start_token": 3, "end_token": 4}]]} for i, d in enumerate(docs)]
+    (path / "test.jsonl").write_text("".join(json.dumps(a) + "\n" for a in anns))
+    return path
+
+
+def test_eraser_eval_any_folder_with_label_map(tmp_path, base_tokenizer, capsys):
+    from eraser_eval.__main__ import build_parser  # eraser_eval sits above adapler: only this test needs it
+    from eraser_eval.__main__ import main as eraser_main
+    from eraser_eval.data import dataset_spec
+
+    folder = write_eraser_folder(tmp_path / "reviews")
+    spec = dataset_spec(str(folder))
+    assert spec.eraser.labels == ("bad", "good") and spec.eraser.has_query
+    model = tiny_classifier(tmp_path / "m", base_tokenizer, ["neg", "pos"])
+    run = ["--dataset", str(folder), "--split", "test", "--model", str(model), "--methods", "random",
+           "--faithfulness", "none", "--no-fpr", "--quiet"]
+    assert eraser_main([*run, "--out", str(tmp_path / "no-map")]) == 2  # neg/pos name no label of the folder
+    assert "--label-map" in capsys.readouterr().err and not (tmp_path / "no-map" / "metrics.json").exists()
+    (tmp_path / "map.json").write_text('{"neg": "bad", "pos": "good"}')
+    assert eraser_main([*run, "--label-map", str(tmp_path / "map.json"), "--out", str(tmp_path / "out")]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["config"]["class_labels"] == ["bad", "good"] and metrics["config"]["n_annotations"] == 6
+    parsed = build_parser().parse_args([*run, "--label-map", "neg=bad, pos=good", "--out", "x"])
+    assert parsed.label_map == {"neg": "bad", "pos": "good"}
+    assert eraser_main([*run, "--label-map", "neg=awful", "--out", str(tmp_path / "x")]) == 2
+    assert "not labels of reviews" in capsys.readouterr().err
