@@ -6,6 +6,7 @@ import json
 import re
 import shlex
 
+import datasets
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -213,8 +214,6 @@ def test_ids_labels_and_slices(tmp_path):
 
 
 def test_classlabel_names_from_parquet(tmp_path):
-    import datasets
-
     feats = datasets.Features({"sentence": datasets.Value("string"),
                                "label": datasets.ClassLabel(names=["zebra", "apple"])})
     datasets.Dataset.from_dict({"sentence": ["x y", "z"], "label": [1, 0]}, features=feats).to_parquet(
