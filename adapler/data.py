@@ -427,7 +427,7 @@ def _row_value(row: dict, column: str, where: str):
 
 def _text(row: dict, column: str, where: str) -> str:
     value = _row_value(row, column, where)
-    text = value.strip() if isinstance(value, str) else ""
+    text = str(value).strip() if value is not None else ""
     if not text:
         raise DataError(f"{where}: empty text in column {column!r}; remove the row or fill it in")
     return text
@@ -444,10 +444,11 @@ def _examples(source: DatasetSpec, split: str, rows: list[tuple[str, dict]], cla
         value = _row_value(row, source.label_column, where)
         if value is None or str(value).strip() == "":
             raise DataError(f"{where}: no label in column {source.label_column!r}; fill it in or remove the row")
+        if classes and isinstance(value, int) and 0 <= value < len(classes):
+            value = classes[value]  # ClassLabel columns hold class numbers
         label = index.get(str(value))
-        fixed = classes or source.labels
-        if label is None and fixed and re.fullmatch(r"\d+", str(value)) and int(value) < len(fixed):
-            label = index.get(fixed[int(value)])  # a class number of a ClassLabel column or a preset
+        if label is None and source.labels and re.fullmatch(r"\d+", str(value)) and int(value) < len(source.labels):
+            label = index.get(source.labels[int(value)])  # a preset's class number (sst2's 0/1)
         if label is None:
             raise DataError(f"{where}: label {value!r} is not in the label set ({', '.join(names)}); "
                             "fix the row, or use a model whose classes include it")
