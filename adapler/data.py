@@ -48,6 +48,9 @@ class EraserSpec:
     has_query: bool = False  # True: the query (question || answer) goes into segment B
     # lower-cased class names (a model's id2label, the task's labels) -> ERASER label
     label_map: dict[str, str] = field(default_factory=dict)
+    # named model classes that map to no label may still be matched by position: the built-in label
+    # orders are meaningful (negative class first), a folder's sorted labels are not
+    position_fallback: bool = True
 
 
 LONG_INPUTS = ("truncate", "windows")  # what happens to an input longer than max_length
@@ -229,8 +232,10 @@ def class_label_map(config, task: str | TaskSpec) -> list[str]:
     Read from ``config.id2label`` when the names are meaningful (``NEG``/``negative``,
     ``hatespeech``/``offensive`` -> ``toxic``, ``normal`` -> ``non-toxic``, ...); generic names
     (``LABEL_0``) fall back to the ERASER label order (as many classes as ERASER labels) or to the
-    task's own classes mapped to ERASER labels (HateXplain's three classes); named classes that
-    map to no label are an error (``EraserSpec.label_map``, ``--label-map``, adds names).
+    task's own classes mapped to ERASER labels (HateXplain's three classes). Named classes that
+    map to no label go by position too for the built-in datasets (their label orders mean something:
+    a sentiment model's negative class is non-toxic), and are an error otherwise (an
+    ``EraserSpec.label_map``, ``--label-map``, adds names).
     """
     spec = get_task(task) if isinstance(task, str) else task
     if spec.eraser is None:
@@ -240,10 +245,10 @@ def class_label_map(config, task: str | TaskSpec) -> list[str]:
     mapped = [spec.eraser_label(n) for n in names]
     if num and all(m is not None for m in mapped):
         return mapped  # type: ignore[return-value]
-    generic = all(GENERIC_LABEL.fullmatch(n) for n in names)  # named classes are never mapped by position
-    if generic and num == len(spec.eraser.labels):
+    by_position = spec.eraser.position_fallback or all(GENERIC_LABEL.fullmatch(n) for n in names)
+    if by_position and num == len(spec.eraser.labels):
         return list(spec.eraser.labels)
-    if generic and num == len(spec.labels):
+    if by_position and num == len(spec.labels):
         return [spec.eraser_label(lab) for lab in spec.labels]  # type: ignore[misc]
     raise ValueError(
         f"cannot map the model's {num} classes {names} to dataset labels {list(spec.eraser.labels)}; "

@@ -215,7 +215,7 @@ def _folder_spec(path: Path) -> TaskSpec:
             query = query or bool(obj.get("query"))
     names = tuple(sorted(labels))
     return TaskSpec(path.name, names, 512, gamma=D.DEFAULT_GAMMA, phi=D.DEFAULT_PHI, long_inputs=True,
-                    eraser=EraserSpec(str(path), names, has_query=query))
+                    eraser=EraserSpec(str(path), names, has_query=query, position_fallback=False))
 
 
 def _spec(dataset: str) -> TaskSpec:

@@ -127,6 +127,9 @@ def test_own_classifier_starts_train(tmp_path, base_tokenizer, capsys):
     assert main(["train", *data, "--init-model", str(model), "--saliency", sal, "--output-dir",
                  str(tmp_path / "adapler"), *FAST["train"]]) == 0
     assert AutoConfig.from_pretrained(tmp_path / "adapler").id2label == {0: "praise", 1: "bug", 2: "billing"}
+    assert main(["calibrate", *data[:2], "--split", "train[24:]", "--model", str(tmp_path / "adapler"),
+                 "--baseline", str(model), "--scales", "0.5,1", "--output-dir", str(tmp_path / "cal")]) == 0
+    assert json.loads((tmp_path / "cal" / "calibration.json").read_text())["chosen"]["threshold_scale"] in (0.5, 1.0)
     # the model's class numbers are kept: "praise" rows are class 0 for this model
     examples = D.load_examples(D.dataset_source(str(tmp_path / "tickets.csv")), "train",
                                labels=D.label_names(AutoConfig.from_pretrained(model)))
