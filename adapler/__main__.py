@@ -1,4 +1,7 @@
-"""Command line: ``python -m adapler {finetune,saliency,train,calibrate,evaluate,export-onnx} --help``."""
+"""Command line: ``python -m adapler {finetune,saliency,train,evaluate,calibrate,export-onnx} --help``.
+
+Every command that reads data takes a built-in task (``--task``) or your own data (``--dataset`` with its columns).
+"""
 
 from __future__ import annotations
 
@@ -29,12 +32,27 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, helps: dict[str,
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=helps.get(f.name))
         else:
             parser.add_argument(flag, type=base, default=default, required=required,
-                                help=(helps.get(f.name, "") + f" (default: {default})").strip())
+                                help=(helps.get(f.name, "") + (f" (default: {default})" if default is not None else "")).strip())
 
 
+DATA_HELP = {
+    "task": f"a built-in task: {', '.join(D.training_tasks())} (or --dataset)",
+    "dataset": "your own data instead of --task: a Hub dataset name, or a local .csv/.tsv/.json/.jsonl/.parquet "
+               "file or a folder of them, one file per split (train.csv, validation.csv, test.csv); see docs/data.md",
+    "dataset_config": "configuration of a Hub dataset (e.g. mrpc of glue)",
+    "data_dir": f"folder of the built-in tasks, see docs/data.md (default: ${D.DATA_DIR_ENV}; none = Hugging Face Hub)",
+    "text_column": "column of the text (default: text)",
+    "text_pair_column": "column of the second text of a pair task: [CLS] text [SEP] pair [SEP]",
+    "label_column": "column of the label, names or numbers (default: label)",
+    "id_column": "column of unique example ids (default: SPLIT-ROW-HASH of the texts)",
+    "max_length": "word pieces per input incl. [CLS]/[SEP] (default: the task's; 128 for --dataset)",
+    "long_inputs": "longer inputs: 'truncate' or 'windows' (every piece seen once; default: the task's; "
+                   "truncate for --dataset)",
+}
 COMMON_HELP = {
-    "task": f"one of {', '.join(D.training_tasks())}",
-    "data_dir": f"local data folder, see docs/data.md (default: ${D.DATA_DIR_ENV}; none = Hugging Face Hub)",
+    **DATA_HELP,
+    "train_split": "training split; a slice like train[:80%%] works",
+    "val_split": "validation split (model selection); e.g. train[80%%:] when there is no validation file",
     "output_dir": "where the final model is written",
     "run_dir": "checkpoints and resume state (default: OUTPUT_DIR/run); re-run the same command to resume",
     "limit": "use only the first N training examples",
@@ -47,7 +65,12 @@ COMMON_HELP = {
 }
 
 
-SPLIT_HELP = "train, val or test, or a slice of one as in `datasets`: train[36000:], val[:100]"
+SPLIT_HELP = "train, val or test, or a slice of one as in `datasets`: train[36000:], val[:100], train[80%%:]"
+
+
+def data_source(args: argparse.Namespace) -> D.DatasetSpec:
+    """The dataset named by the ``adapler.data.DataArgs`` options of a parsed command line."""
+    return D.DataArgs(**{f.name: getattr(args, f.name) for f in dataclasses.fields(D.DataArgs)}).source()
 
 
 def main(argv=None) -> int:
@@ -59,10 +82,9 @@ def main(argv=None) -> int:
                        "and classifier) (default: embedded all-MiniLM-L6-v2)"})
     p = sub.add_parser("saliency", help="gradient x input saliency file, keyed by example id (step 2)")
     p.add_argument("--model", nargs="+", required=True, help="fine-tuned model folder(s); several are averaged")
-    p.add_argument("--task", required=True, help=COMMON_HELP["task"])
+    add_dataclass_options(p, D.DataArgs, DATA_HELP)
     p.add_argument("--split", default="train", help=SPLIT_HELP)
     p.add_argument("--output", required=True, help="saliency file to write (safetensors)")
-    p.add_argument("--data-dir", default=None, help=COMMON_HELP["data_dir"])
     p.add_argument("--limit", type=int, default=None, help="first N examples only")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--target", default="gold", choices=["gold", "predicted"], help="class whose logit is explained")
@@ -75,9 +97,8 @@ def main(argv=None) -> int:
         "max_drop": "model selection: fastest epoch with val accuracy >= baseline - MAX_DROP"})
     p = sub.add_parser("evaluate", help="accuracy, FLOPs speedup, tokens per layer and wall-clock (JSON report)")
     p.add_argument("--model", required=True, help="AdapLeR model folder")
-    p.add_argument("--task", required=True, help=COMMON_HELP["task"])
+    add_dataclass_options(p, D.DataArgs, DATA_HELP)
     p.add_argument("--split", default="val", help=SPLIT_HELP)
-    p.add_argument("--data-dir", default=None, help=COMMON_HELP["data_dir"])
     p.add_argument("--limit", type=int, default=None, help="first N examples only")
     p.add_argument("--baseline", default=None, help="fine-tuned baseline folder (accuracy and timing); "
                    "default: the same weights without CPs")
@@ -98,9 +119,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("calibrate", help="scale the learned thresholds for max speedup within --max-drop of the baseline")
     p.add_argument("--model", required=True, help="AdapLeR model folder")
     p.add_argument("--baseline", required=True, help="fine-tuned baseline folder (its accuracy is the reference)")
-    p.add_argument("--task", required=True, help=COMMON_HELP["task"])
+    add_dataclass_options(p, D.DataArgs, DATA_HELP)
     p.add_argument("--split", default="val", help=SPLIT_HELP + "; keep the reported split out of calibration where you can")
-    p.add_argument("--data-dir", default=None, help=COMMON_HELP["data_dir"])
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--max-drop", type=float, default=0.01)
     p.add_argument("--scales", default="0.25,0.5,0.75,1,1.25,1.5,2")
@@ -115,8 +135,9 @@ def main(argv=None) -> int:
             if PartialState().is_main_process:  # one summary, not one per process of a multi-process run
                 print(json.dumps(result.get("best", result), indent=2))
         elif args.command == "saliency":
-            print(json.dumps(training.extract_saliency(args.model, args.task, args.split, args.output,
-                                                       args.data_dir, args.limit, args.batch_size, args.target)))
+            print(json.dumps(training.extract_saliency(args.model, data_source(args), args.split, args.output,
+                                                       limit=args.limit, batch_size=args.batch_size,
+                                                       target=args.target)))
         elif args.command == "train":
             kwargs = {k: v for k, v in vars(args).items() if k != "command"}
             result = training.train_adapler(training.TrainArgs(**kwargs))
@@ -125,9 +146,9 @@ def main(argv=None) -> int:
         elif args.command == "export-onnx":
             print(json.dumps(onnx_export.export_model_dir(args.model, args.output, args.vanilla), indent=2))
         elif args.command == "calibrate":
-            print(json.dumps(calibrate_command(args), indent=2))
+            print(json.dumps(calibrate_command(args, data_source(args)), indent=2))
         elif args.command == "evaluate":
-            report = evaluate_command(args.model, args.task, args.split, args.data_dir, args.limit,
+            report = evaluate_command(args.model, data_source(args), args.split, None, args.limit,
                                       args.baseline, args.threshold_scale, args.timing_examples,
                                       args.attention_baseline,
                                       [float(x) for x in args.sweep.split(",") if x.strip()])

@@ -1,27 +1,30 @@
-"""Task registry, data-folder resolution, local and Hub loaders, tokenisation and batching.
+"""Datasets: where examples come from, the task presets, tokenisation and batching.
 
-The one registry of tasks/datasets (``TASKS``) and the one data-folder resolution (:func:`data_root`)
-used by training, evaluation, the ERASER evaluation and the explorer. A task's ``eraser`` entry says
-where its ERASER rationales live and how its classes map to the ERASER labels (HateXplain's three
-classes -> toxic / non-toxic).
+One mechanism reads every dataset: a :class:`DatasetSpec` says where the rows are (a Hub dataset or
+local ``.csv .tsv .json .jsonl .parquet`` files, read with ``datasets.load_dataset``; or a reader for
+a format ``datasets`` does not know, such as ERASER folders) and how a row becomes an example
+(text, optional second text, label and id columns). The built-in tasks of ``TASKS`` are presets of
+it: their local folder under the data folder (``--data-dir`` or ``ADAPLER_DATA_DIR``, see
+docs/data.md) and their Hub name. A task's ``eraser`` entry says where its ERASER rationales live and
+how its classes map to the ERASER labels (HateXplain's three classes -> toxic / non-toxic).
 
-Every task yields examples ``{"id": str, "text": str, "label": int}``. Local files come from a data
-folder (``--data-dir`` or ``ADAPLER_DATA_DIR``, see docs/data.md); with no folder the same datasets
-are loaded from the Hugging Face Hub by name. Examples are keyed by id everywhere (saliency files,
-reports), never by order. ERASER-format files (annotation JSONL, ``docs/`` or ``docs.jsonl``) are
-read by :func:`read_jsonl` and :func:`load_documents`, here and in ``eraser_eval.data``.
+Every dataset yields examples ``{"id": str, "text": str, "label": int}`` (plus ``"text_pair"`` for
+two-text tasks). Examples are keyed by id everywhere (saliency files, reports), never by order.
+ERASER-format files (annotation JSONL, ``docs/`` or ``docs.jsonl``) are read by :func:`read_jsonl`
+and :func:`load_documents`, here and in ``eraser_eval.data``.
 """
 
 from __future__ import annotations
 
-import csv
+import hashlib
 import json
+import logging
 import os
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -45,6 +48,56 @@ class EraserSpec:
     has_query: bool = False  # True: the query (question || answer) goes into segment B
     # lower-cased class names (a model's id2label, the task's labels) -> ERASER label
     label_map: dict[str, str] = field(default_factory=dict)
+    # named model classes that map to no label may still be matched by position: the built-in label
+    # orders are meaningful (negative class first), a folder's sorted labels are not
+    position_fallback: bool = True
+
+
+LONG_INPUTS = ("truncate", "windows")  # what happens to an input longer than max_length
+# local file suffix -> (datasets builder, its options)
+FILE_FORMATS = {".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t"}), ".json": ("json", {}),
+                ".jsonl": ("json", {}), ".parquet": ("parquet", {})}
+VAL_SPLIT_NAMES = ("val", "validation", "dev", "valid")  # split "val" is the first of these a dataset has
+GENERIC_LABEL = re.compile(r"LABEL_\d+")  # transformers' placeholder class names
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where the examples of a dataset come from and how a row becomes an example.
+
+    ``path`` is a local file or folder (one file per split, named by split: ``train.csv``,
+    ``validation.jsonl``, ``dev.tsv``, ``test-00000-of-00002.parquet``; a single file is split
+    ``train``) or a Hub dataset name (with ``config``); ``reader(path, split)`` replaces
+    ``datasets.load_dataset`` for formats it does not read (rows with the same columns).
+    """
+
+    path: str
+    config: str | None = None  # Hub dataset configuration (e.g. glue's "mrpc")
+    text_column: str = "text"
+    text_pair_column: str | None = None  # second text of pair tasks: [CLS] text [SEP] text_pair [SEP]
+    label_column: str = "label"
+    id_column: str | None = None  # None: ids from id_template
+    max_length: int = 128  # word pieces incl. [CLS]/[SEP]
+    long_inputs: str = "truncate"  # or "windows": cut long inputs into windows (adapler.windows)
+    labels: tuple[str, ...] | None = None  # class names, in model order; None = inferred from the data
+    # {split}: split name, {row}: row number in the split from 0, {hash}: 8 hex digits of the text(s)
+    id_template: str = "{split}-{row}-{hash}"
+    load_options: tuple[tuple[str, object], ...] = ()  # more datasets.load_dataset keywords
+    reader: Callable[[str, str], list[dict]] | None = None
+    name: str = ""  # shown in logs and reports (default: path)
+
+    @property
+    def title(self) -> str:
+        return self.name or self.path
+
+    @property
+    def windows(self) -> bool:
+        return self.long_inputs == "windows"
+
+    def describe(self) -> dict:
+        """What a model trained on this dataset records in its config (``adapler_dataset``)."""
+        return {"name": self.title, "text_column": self.text_column, "text_pair_column": self.text_pair_column,
+                "label_column": self.label_column, "max_length": self.max_length, "long_inputs": self.long_inputs}
 
 
 @dataclass(frozen=True)
@@ -57,6 +110,8 @@ class TaskSpec:
     phi: float
     long_inputs: bool = False  # documents longer than max_length: split into windows
     eraser: EraserSpec | None = None  # None: no ERASER rationales for this task
+    local: DatasetSpec | None = None  # rows in the data folder (path relative to it); None: no loader
+    hub: DatasetSpec | None = None  # the same rows from the Hugging Face Hub
 
     def eraser_label(self, name: str) -> str | None:
         """The ERASER label meaning class ``name`` (case-insensitive), or None."""
@@ -67,18 +122,66 @@ class TaskSpec:
         return lookup.get(key)
 
 
+# AdapLeR loss weights of datasets that are not built-in tasks (docs/method.md §4.4)
+DEFAULT_GAMMA, DEFAULT_PHI = 0.05, 0.01
+
 _HATEXPLAIN_TOXIC = {"hatespeech": "toxic", "hate speech": "toxic", "hate": "toxic", "offensive": "toxic",
                      "normal": "non-toxic", "nontoxic": "non-toxic", "non_toxic": "non-toxic", "not toxic": "non-toxic"}
 
+
+def _read_hatexplain(path: str, split: str) -> list[dict]:
+    base = Path(path)
+    labels = {r["post_id"]: r for _, r in read_jsonl(_need(base / "labels.jsonl"))}
+    divisions = json.loads(_need(base / "post_id_divisions.json").read_text())
+    if split not in divisions:
+        raise DataError(f"{base / 'post_id_divisions.json'}: no split {split!r} (available: {', '.join(divisions)})")
+    post_ids = divisions[split]
+    for post_id in post_ids:
+        if post_id not in labels:
+            raise DataError(f"{base}: post {post_id} of split {split} has no label")
+    texts = _document_texts(base / "eraser", post_ids)
+    return [{"id": p, "text": texts[p], "label": labels[p]["label"]} for p in post_ids]
+
+
+def _read_eraser_movies(path: str, split: str) -> list[dict]:
+    """Reviews interleaved by class (negR_000, posR_000, negR_001, ...): the ERASER files list all
+    negative reviews first, so a plain ``--limit N`` would otherwise take one class only."""
+    base = Path(path)
+    rows = [r for _, r in read_jsonl(_need(base / f"{split}.jsonl"))]
+    rows.sort(key=lambda r: (int("".join(c for c in r["annotation_id"] if c.isdigit()) or 0), r["annotation_id"]))
+    texts = _document_texts(base, [r["annotation_id"] for r in rows])
+    return [{"id": r["annotation_id"], "text": texts[r["annotation_id"]], "label": r["classification"]} for r in rows]
+
+
+def _read_hub_hatexplain(path: str, split: str) -> list[dict]:
+    """Majority label of the three annotators; posts without one are "undecided" and skipped."""
+    names = ("hatespeech", "normal", "offensive")  # the Hub's label ids
+    rows = []
+    for r in _load_hub(path, None, split):
+        label, count = Counter(r["annotators"]["label"]).most_common(1)[0]
+        if count >= 2:
+            rows.append({"id": r["id"], "text": " ".join(r["post_tokens"]), "label": names[label]})
+    return rows
+
+
 TASKS: dict[str, TaskSpec] = {
-    "sst2": TaskSpec("sst2", ("negative", "positive"), 64, gamma=0.05, phi=0.01),
+    "sst2": TaskSpec(
+        "sst2", ("negative", "positive"), 64, gamma=0.05, phi=0.01,
+        # GLUE's TSV files have no quoting: a quote character is part of the sentence
+        local=DatasetSpec("sst2", text_column="sentence", id_template="sst2-{split}-{row}",
+                          load_options=(("quoting", 3),)),
+        hub=DatasetSpec("glue", "sst2", text_column="sentence", id_template="sst2-{split}-{row}")),
     "hatexplain": TaskSpec(
         "hatexplain", ("hatespeech", "offensive", "normal"), 128, gamma=0.05, phi=0.01,
-        eraser=EraserSpec("hatexplain/eraser", ("non-toxic", "toxic"), label_map=_HATEXPLAIN_TOXIC)),
+        eraser=EraserSpec("hatexplain/eraser", ("non-toxic", "toxic"), label_map=_HATEXPLAIN_TOXIC),
+        local=DatasetSpec("hatexplain", id_column="id", reader=_read_hatexplain),
+        hub=DatasetSpec("hatexplain", id_column="id", reader=_read_hub_hatexplain)),
     "movies": TaskSpec(
         "movies", ("NEG", "POS"), 512, gamma=0.05, phi=0.001, long_inputs=True,
         eraser=EraserSpec("movies", ("NEG", "POS"),
-                          label_map={"neg": "NEG", "negative": "NEG", "pos": "POS", "positive": "POS"})),
+                          label_map={"neg": "NEG", "negative": "NEG", "pos": "POS", "positive": "POS"}),
+        local=DatasetSpec("movies", id_column="id", reader=_read_eraser_movies),
+        hub=DatasetSpec("movie_rationales", text_column="review", id_template="movies-{split}-{row}")),
     # evaluated on its ERASER rationales only (no training loader)
     "multirc": TaskSpec(
         "multirc", ("False", "True"), 512, gamma=0.05, phi=0.001, long_inputs=True,
@@ -86,7 +189,7 @@ TASKS: dict[str, TaskSpec] = {
                           label_map={"false": "False", "no": "False", "incorrect": "False",
                                      "true": "True", "yes": "True", "correct": "True"})),
 }
-SPLIT_ALIASES = {"validation": "val", "dev": "val", "val": "val", "train": "train", "test": "test"}
+SPLIT_ALIASES = {"validation": "val", "dev": "val", "valid": "val"}
 
 
 def get_task(name: str) -> TaskSpec:
@@ -97,12 +200,30 @@ def get_task(name: str) -> TaskSpec:
 
 def training_tasks() -> list[str]:
     """Tasks with example loaders (``finetune``, ``train``, ``evaluate``)."""
-    return [name for name in TASKS if name in _LOCAL]
+    return [name for name, spec in TASKS.items() if spec.local is not None]
 
 
 def eraser_tasks() -> list[str]:
     """Tasks with ERASER rationales (``python -m eraser_eval --dataset``)."""
     return [name for name, spec in TASKS.items() if spec.eraser is not None]
+
+
+def loss_weights(name: str) -> tuple[float, float]:
+    """AdapLeR's ``(gamma, phi)`` for a task or dataset name (defaults for your own data)."""
+    spec = TASKS.get(name)
+    return (spec.gamma, spec.phi) if spec else (DEFAULT_GAMMA, DEFAULT_PHI)
+
+
+def label_names(config) -> list[str]:
+    """The class names of a model ``config`` in class order (``id2label``; ``LABEL_i`` when unnamed)."""
+    num = int(getattr(config, "num_labels", 0) or len(getattr(config, "id2label", {}) or {}))
+    id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+    return [id2label.get(i, f"LABEL_{i}") for i in range(num)]
+
+
+def is_pair_model(config) -> bool:
+    """True when the model was trained here on a two-text dataset (``config.adapler_dataset``)."""
+    return bool((getattr(config, "adapler_dataset", None) or {}).get("text_pair_column"))
 
 
 def class_label_map(config, task: str | TaskSpec) -> list[str]:
@@ -111,23 +232,27 @@ def class_label_map(config, task: str | TaskSpec) -> list[str]:
     Read from ``config.id2label`` when the names are meaningful (``NEG``/``negative``,
     ``hatespeech``/``offensive`` -> ``toxic``, ``normal`` -> ``non-toxic``, ...); generic names
     (``LABEL_0``) fall back to the ERASER label order (as many classes as ERASER labels) or to the
-    task's own classes mapped to ERASER labels (HateXplain's three classes).
+    task's own classes mapped to ERASER labels (HateXplain's three classes). Named classes that
+    map to no label go by position too for the built-in datasets (their label orders mean something:
+    a sentiment model's negative class is non-toxic), and are an error otherwise (an
+    ``EraserSpec.label_map``, ``--label-map``, adds names).
     """
     spec = get_task(task) if isinstance(task, str) else task
     if spec.eraser is None:
         raise DataError(f"task {spec.name!r} has no ERASER rationales")
-    num = int(getattr(config, "num_labels", 0) or len(getattr(config, "id2label", {}) or {}))
-    id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
-    mapped = [spec.eraser_label(id2label.get(i, "")) for i in range(num)]
+    names = label_names(config)
+    num = len(names)
+    mapped = [spec.eraser_label(n) for n in names]
     if num and all(m is not None for m in mapped):
         return mapped  # type: ignore[return-value]
-    if num == len(spec.eraser.labels):
+    by_position = spec.eraser.position_fallback or all(GENERIC_LABEL.fullmatch(n) for n in names)
+    if by_position and num == len(spec.eraser.labels):
         return list(spec.eraser.labels)
-    if num == len(spec.labels):
+    if by_position and num == len(spec.labels):
         return [spec.eraser_label(lab) for lab in spec.labels]  # type: ignore[misc]
     raise ValueError(
-        f"cannot map the model's {num} classes {[id2label.get(i) for i in range(num)]} to dataset labels "
-        f"{list(spec.eraser.labels)}; set config.id2label"
+        f"cannot map the model's {num} classes {names} to dataset labels {list(spec.eraser.labels)}; "
+        "give a label map (--label-map CLASS=LABEL,...) or set config.id2label"
     )
 
 
@@ -149,28 +274,293 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     return path
 
 
-def load_examples(task: str, split: str, data_dir=None, limit: int | None = None) -> list[dict]:
-    """Examples of one split, from the data folder when there is one, else from the Hub."""
+# ---------------------------------------------------------------- which dataset
+
+def task_source(task: str, data_dir=None) -> DatasetSpec:
+    """The preset of a built-in task: its folder in the data folder, else its Hub dataset."""
     spec = get_task(task)
-    if spec.name not in _LOCAL:
+    if spec.local is None:
         raise DataError(f"task {spec.name!r} has no example loader (it is evaluated on its ERASER rationales: "
                         "python -m eraser_eval)")
-    split, rows = parse_split(split)
     root = resolve_data_dir(data_dir)
-    loader = _LOCAL[spec.name] if root is not None else _HUB[spec.name]
-    examples = (loader(root, split) if root is not None else loader(split))[rows]
+    source = spec.local if root is not None else spec.hub
+    path = str(root / source.path) if root is not None else source.path
+    return replace(source, path=path, name=spec.name, labels=spec.labels, max_length=spec.max_length,
+                   long_inputs="windows" if spec.long_inputs else "truncate")
+
+
+def dataset_source(dataset: str, config: str | None = None, **options) -> DatasetSpec:
+    """Your own dataset: a local file or folder when ``dataset`` exists on disk, else a Hub name.
+    ``options`` are further :class:`DatasetSpec` fields (columns, max_length, long_inputs)."""
+    path = Path(dataset).expanduser()
+    if path.exists():
+        dataset = str(path)
+    elif path.suffix.lower() in FILE_FORMATS or dataset.startswith((".", "/", "~")):
+        raise DataError(f"{dataset}: no such file or folder")
+    return _checked(DatasetSpec(dataset, config, **options))
+
+
+def _checked(source: DatasetSpec) -> DatasetSpec:
+    if source.long_inputs not in LONG_INPUTS:
+        raise DataError(f"--long-inputs must be one of {', '.join(LONG_INPUTS)}, got {source.long_inputs!r}")
+    if source.max_length < 4:
+        raise DataError(f"--max-length must be at least 4, got {source.max_length}")
+    return source
+
+
+@dataclass(kw_only=True)
+class DataArgs:
+    """Which examples a command reads: ``--task`` (a preset) or ``--dataset`` with its columns.
+    The command-line options of every command that reads a dataset (``python -m adapler``)."""
+
+    task: str | None = None
+    dataset: str | None = None
+    dataset_config: str | None = None
+    data_dir: str | None = None
+    text_column: str | None = None
+    text_pair_column: str | None = None
+    label_column: str | None = None
+    id_column: str | None = None
+    max_length: int | None = None
+    long_inputs: str | None = None
+
+    def source(self) -> DatasetSpec:
+        if (self.task is None) == (self.dataset is None):
+            raise DataError(f"give exactly one of --task ({', '.join(training_tasks())}) or --dataset "
+                            "(a Hub dataset name or local .csv/.tsv/.json/.jsonl/.parquet files)")
+        sized = {k: v for k, v in (("max_length", self.max_length), ("long_inputs", self.long_inputs))
+                 if v is not None}
+        if self.task is not None:
+            own = [f for f in ("dataset_config", "text_column", "text_pair_column", "label_column", "id_column")
+                   if getattr(self, f) is not None]
+            if own:
+                raise DataError(f"--{own[0].replace('_', '-')} goes with --dataset; task {self.task!r} has its own "
+                                "columns")
+            return _checked(replace(task_source(self.task, self.data_dir), **sized))
+        if self.data_dir is not None:
+            raise DataError("--data-dir is the folder of the built-in tasks; with --dataset give the path itself")
+        columns = {k: v for k, v in (("text_column", self.text_column), ("text_pair_column", self.text_pair_column),
+                                     ("label_column", self.label_column), ("id_column", self.id_column))
+                   if v is not None}
+        return dataset_source(self.dataset, self.dataset_config, **columns, **sized)
+
+
+# ---------------------------------------------------------------- examples
+
+def load_examples(source: DatasetSpec | str, split: str, data_dir=None, limit: int | None = None,
+                  labels: Iterable[str] | None = None) -> list[dict]:
+    """Examples of one split (``"train"``, ``"val"``, ``"test[:100]"``, ...) of a dataset or a
+    task preset (by name, from ``data_dir`` when there is one, else from the Hub).
+
+    ``labels`` are the class names in model order (a model's :func:`label_names`); default: the
+    dataset's own (:func:`dataset_labels`). A label value that is not one of them is an error.
+    """
+    if isinstance(source, str):
+        source = task_source(source, data_dir)
+    name, rows_slice = parse_split(split)
+    rows, classes = _read_split(source, name)
+    names = tuple(labels) if labels is not None else dataset_labels(source, (name, rows, classes))
+    examples = _examples(source, name, rows, classes, names)[_slice(rows_slice, len(rows))]
     return examples[:limit] if limit else examples
 
 
-def parse_split(split: str) -> tuple[str, slice]:
-    """``"train"`` -> ("train", all rows); ``"train[36000:]"`` -> ("train", rows 36000 on), as the
-    ``datasets`` split syntax: e.g. calibrate on training examples that AdapLeR training never saw."""
-    m = re.fullmatch(r"(\w+)(?:\[(-?\d*):(-?\d*)\])?", split.strip())
-    if not m or m.group(1) not in SPLIT_ALIASES:
+def dataset_labels(source: DatasetSpec, read: tuple | None = None) -> tuple[str, ...]:
+    """Class names of a dataset: the preset's, else the ``ClassLabel`` names of its label column,
+    else the sorted distinct values of that column in split ``train`` (numbers sorted as numbers).
+    ``read``: ``(split, rows, classes)`` already read, used when it is ``train`` or there is none."""
+    if source.labels is not None:
+        return source.labels
+    if read is not None and read[0] == "train":
+        rows, classes = read[1:]
+    else:
+        try:
+            rows, classes = _read_split(source, "train")
+        except _NoSplit:
+            if read is None:
+                raise
+            rows, classes = read[1:]
+    if classes is not None:
+        return classes
+    values = {_row_value(row, source.label_column, where) for where, row in rows}
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    return tuple(str(v) for v in sorted(values, key=(int if ints else str)))
+
+
+def model_labels(config, source: DatasetSpec) -> tuple[str, ...]:
+    """The class names to read ``source`` with for a model: its ``id2label`` when the names are
+    meaningful (every dataset label must be one), else the dataset's labels (same count)."""
+    names = label_names(config)
+    data = dataset_labels(source)
+    if all(GENERIC_LABEL.fullmatch(n) for n in names):
+        if len(data) != len(names):
+            raise DataError(f"the model has {len(names)} classes, {source.title} has {len(data)} labels "
+                            f"({', '.join(data)}): start from a model with as many classes, or fine-tune one "
+                            "on this data (python -m adapler finetune)")
+        return data
+    missing = [lab for lab in data if lab not in names]
+    if missing:
+        raise DataError(f"labels {', '.join(map(repr, missing))} of {source.title} are not classes of the model "
+                        f"({', '.join(names)}): fine-tune a model on this data (python -m adapler finetune), "
+                        "or rename the classes in the model's config.json id2label/label2id")
+    return tuple(names)
+
+
+def parse_split(split: str) -> tuple[str, tuple]:
+    """``"train"`` -> ("train", (None, None)); ``"train[36000:]"``, ``"train[:80%]"``: a slice of
+    the split as in ``datasets`` (row numbers or percentages); ``validation``/``dev`` = ``val``."""
+    m = re.fullmatch(r"([\w.-]+)(?:\[(-?\d*%?):(-?\d*%?)\])?", split.strip())
+    if not m:
         raise DataError(f"unknown split {split!r}; use train, val (validation) or test, "
-                        "optionally sliced like train[36000:]")
-    start, stop = (int(x) if x else None for x in m.group(2, 3))
-    return SPLIT_ALIASES[m.group(1)], slice(start, stop)
+                        "optionally sliced like train[36000:] or train[:80%]")
+    return SPLIT_ALIASES.get(m.group(1), m.group(1)), (m.group(2) or None, m.group(3) or None)
+
+
+def _slice(bounds: tuple, n: int) -> slice:
+    def index(b):
+        if b is None:
+            return None
+        return round(n * int(b[:-1]) / 100) if b.endswith("%") else int(b)
+    return slice(index(bounds[0]), index(bounds[1]))
+
+
+def _row_value(row: dict, column: str, where: str):
+    if column not in row:
+        raise DataError(f"{where}: no column {column!r} (columns: {', '.join(row)}); "
+                        "name the right one with --text-column/--text-pair-column/--label-column/--id-column")
+    return row[column]
+
+
+def _text(row: dict, column: str, where: str) -> str:
+    value = _row_value(row, column, where)
+    text = str(value).strip() if value is not None else ""
+    if not text:
+        raise DataError(f"{where}: empty text in column {column!r}; remove the row or fill it in")
+    return text
+
+
+def _examples(source: DatasetSpec, split: str, rows: list[tuple[str, dict]], classes, names) -> list[dict]:
+    """Rows -> examples: texts stripped, labels as indices into ``names``, ids from the id column or
+    ``source.id_template``."""
+    index = {n: i for i, n in enumerate(names)}
+    out, seen = [], set()
+    for i, (where, row) in enumerate(rows):
+        text = _text(row, source.text_column, where)
+        pair = _text(row, source.text_pair_column, where) if source.text_pair_column else None
+        value = _row_value(row, source.label_column, where)
+        if value is None or str(value).strip() == "":
+            raise DataError(f"{where}: no label in column {source.label_column!r}; fill it in or remove the row")
+        if classes and isinstance(value, int) and 0 <= value < len(classes):
+            value = classes[value]  # ClassLabel columns hold class numbers
+        label = index.get(str(value))
+        if label is None and source.labels and re.fullmatch(r"\d+", str(value)) and int(value) < len(source.labels):
+            label = index.get(source.labels[int(value)])  # a preset's class number (sst2's 0/1)
+        if label is None:
+            raise DataError(f"{where}: label {value!r} is not in the label set ({', '.join(names)}); "
+                            "fix the row, or use a model whose classes include it")
+        if source.id_column:
+            ex_id = str(_row_value(row, source.id_column, where))
+        else:
+            digest = hashlib.sha1("\x1f".join(t for t in (text, pair) if t is not None).encode()).hexdigest()[:8]
+            ex_id = source.id_template.format(split=split, row=i, hash=digest)
+        if ex_id in seen:
+            raise DataError(f"{where}: duplicate id {ex_id!r}; ids must be unique (--id-column)")
+        seen.add(ex_id)
+        ex = {"id": ex_id, "text": text, "label": label}
+        if pair is not None:
+            ex["text_pair"] = pair
+        out.append(ex)
+    return out
+
+
+class _NoSplit(DataError):
+    """The dataset has no such split."""
+
+
+def _read_split(source: DatasetSpec, split: str) -> tuple[list[tuple[str, dict]], tuple[str, ...] | None]:
+    """``([(where, row)], ClassLabel names or None)`` of one whole split; ``where`` names the file
+    and row for messages."""
+    if source.reader is not None:
+        where = f"{source.path} ({split})"
+        return [(f"{where}, row {i + 1}", row) for i, row in enumerate(source.reader(source.path, split))], None
+    path = Path(source.path)
+    if path.exists():
+        return _read_local(path, split, source.label_column, dict(source.load_options))
+    return _read_hub(source, split)
+
+
+def _pick_split(split: str, available: Iterable[str], where) -> str:
+    available = list(available)
+    for cand in VAL_SPLIT_NAMES if split == "val" else (split,):
+        if cand in available:
+            return cand
+    raise _NoSplit(f"{where}: no split {split!r} (available: {', '.join(available) or 'none'}); name the files "
+                   "by split (train.csv, validation.csv, test.csv) or choose another split")
+
+
+def _read_local(path: Path, split: str, label_column: str, options: dict):
+    files: dict[str, list[Path]] = {}
+    if path.is_file():
+        files["train"] = [path]
+    else:
+        for f in sorted(path.iterdir()):
+            if f.is_file() and f.suffix.lower() in FILE_FORMATS:
+                files.setdefault(f.name.split(".")[0].split("-")[0], []).append(f)
+    chosen = files[_pick_split(split, files, path)]
+    rows, classes = [], None
+    for f in chosen:
+        table = _load_file(f, options)
+        feature = table.features.get(label_column)
+        classes = tuple(feature.names) if hasattr(feature, "names") else classes
+        rows += [(f"{f}, row {i + 1}", row) for i, row in enumerate(table.to_list())]
+    return rows, classes
+
+
+def _load_file(file: Path, options: dict):
+    import datasets  # heavy dependency: only when reading datasets
+
+    builder, defaults = FILE_FORMATS[file.suffix.lower()]
+    kwargs = {**defaults, **options}
+    if builder == "csv":
+        kwargs.setdefault("na_filter", False)  # "NA", "null" and empty cells stay text
+    else:
+        kwargs.pop("quoting", None)
+    library_log = logging.getLogger("datasets")
+    level = library_log.level
+    library_log.setLevel(logging.CRITICAL)  # it logs a parse error with its traceback; ours names the file
+    try:
+        return datasets.load_dataset(builder, data_files=str(file), split="train", **kwargs)
+    except Exception as err:  # noqa: BLE001 - datasets raises many types; the message must name the file
+        if file.suffix.lower() == ".jsonl":
+            for _ in read_jsonl(file):  # one object per line: name the line that is not valid JSON
+                pass
+        cause = err
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__
+        raise DataError(f"{file}: not a valid {file.suffix.lstrip('.').upper()} file ({str(cause).strip()}); fix the file "
+                        "or check its delimiter/quoting") from None
+    finally:
+        library_log.setLevel(level)
+
+
+def _load_hub(path: str, config: str | None, split: str | None):
+    import datasets  # heavy dependency: only when reading datasets
+
+    try:
+        return datasets.load_dataset(path, config, split=split)
+    except ValueError as err:
+        raise _NoSplit(f"Hub dataset {path}{'/' + config if config else ''}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - network, missing dataset or config: all say the same to a user
+        raise DataError(f"cannot load Hub dataset {path!r}{f' ({config})' if config else ''}: {err}; "
+                        "check the name and --dataset-config, or give local files") from None
+
+
+def _read_hub(source: DatasetSpec, split: str):
+    splits = _load_hub(source.path, source.config, None)
+    name = _pick_split(split, splits, f"Hub dataset {source.path}")
+    table = splits[name]
+    feature = table.features.get(source.label_column)
+    classes = tuple(feature.names) if hasattr(feature, "names") else None
+    return [(f"{source.path} ({name}), row {i + 1}", row) for i, row in enumerate(table)], classes
 
 
 # ---------------------------------------------------------------- local files
@@ -256,106 +646,38 @@ def _document_texts(folder: Path, docids: list[str]) -> dict[str, str]:
     return {d: " ".join(tok for sent in sents for tok in sent) for d, sents in docs.items()}
 
 
-def _local_sst2(root: Path, split: str) -> list[dict]:
-    if split == "test":
-        raise DataError("SST-2 test labels are not public; use split 'val' (GLUE validation)")
-    path = _need(root / "sst2" / ("train.tsv" if split == "train" else "dev.tsv"))
-    out = []
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header != ["sentence", "label"]:
-            raise DataError(f"{path}, line 1: expected header 'sentence<TAB>label', got {header}")
-        for lineno, row in enumerate(reader, 2):
-            if len(row) != 2 or row[1] not in ("0", "1"):
-                raise DataError(f"{path}, line {lineno}: expected 'sentence<TAB>0|1'")
-            out.append({"id": f"sst2-{split}-{lineno - 2}", "text": row[0].strip(), "label": int(row[1])})
-    return out
-
-
-def _local_hatexplain(root: Path, split: str) -> list[dict]:
-    base = root / "hatexplain"
-    labels = {r["post_id"]: r for _, r in read_jsonl(_need(base / "labels.jsonl"))}
-    divisions = json.loads(_need(base / "post_id_divisions.json").read_text())
-    post_ids = divisions[split]
-    for post_id in post_ids:
-        if post_id not in labels:
-            raise DataError(f"{base}: post {post_id} of split {split} has no label")
-    texts = _document_texts(base / "eraser", post_ids)
-    names = TASKS["hatexplain"].labels
-    return [{"id": p, "text": texts[p], "label": names.index(labels[p]["label"])} for p in post_ids]
-
-
-def _local_movies(root: Path, split: str) -> list[dict]:
-    """Reviews interleaved by class (negR_000, posR_000, negR_001, ...): the ERASER files list all
-    negative reviews first, so a plain ``--limit N`` would otherwise take one class only."""
-    base = root / "movies"
-    rows = [r for _, r in read_jsonl(_need(base / f"{split}.jsonl"))]
-    rows.sort(key=lambda r: (int("".join(c for c in r["annotation_id"] if c.isdigit()) or 0), r["annotation_id"]))
-    texts = _document_texts(base, [r["annotation_id"] for r in rows])
-    names = TASKS["movies"].labels
-    return [{"id": r["annotation_id"], "text": texts[r["annotation_id"]], "label": names.index(r["classification"])}
-            for r in rows]
-
-
-_LOCAL = {"sst2": _local_sst2, "hatexplain": _local_hatexplain, "movies": _local_movies}
-
-
-# ---------------------------------------------------------------- Hugging Face Hub (when online)
-
-def _hub_sst2(split: str) -> list[dict]:
-    import datasets  # optional heavy dependency: only when loading from the Hub
-
-    ds = datasets.load_dataset("glue", "sst2", split={"val": "validation"}.get(split, split))
-    return [{"id": f"sst2-{split}-{r['idx']}", "text": r["sentence"].strip(), "label": r["label"]} for r in ds]
-
-
-def _hub_hatexplain(split: str) -> list[dict]:
-    import datasets  # optional heavy dependency: only when loading from the Hub
-
-    ds = datasets.load_dataset("hatexplain", split={"val": "validation"}.get(split, split))
-    out = []
-    for r in ds:  # majority of the three annotators; posts without one are "undecided" and skipped
-        label, count = Counter(r["annotators"]["label"]).most_common(1)[0]
-        if count >= 2:  # hub label ids: 0 hatespeech, 1 normal, 2 offensive
-            name = {0: "hatespeech", 1: "normal", 2: "offensive"}[label]
-            out.append({"id": r["id"], "text": " ".join(r["post_tokens"]),
-                        "label": TASKS["hatexplain"].labels.index(name)})
-    return out
-
-
-def _hub_movies(split: str) -> list[dict]:
-    import datasets  # optional heavy dependency: only when loading from the Hub
-
-    ds = datasets.load_dataset("movie_rationales", split={"val": "validation"}.get(split, split))
-    return [{"id": f"movies-{split}-{i}", "text": " ".join(r["review"].split()), "label": r["label"]}
-            for i, r in enumerate(ds)]
-
-
-_HUB = {"sst2": _hub_sst2, "hatexplain": _hub_hatexplain, "movies": _hub_movies}
-
-
 # ---------------------------------------------------------------- tokenisation
 
 def encode(examples: list[dict], tokenizer, max_length: int, windows: bool = False) -> list[dict]:
     """Features ``{"id", "window", "input_ids", "label"}`` (no padding; see ``collate``).
 
-    Short tasks are truncated at ``max_length``. With ``windows=True`` every example is cut into
-    consecutive windows of ``max_length - 2`` pieces (``adapler.windows``), each a feature of its own
-    with the example's label, so no piece of a long document is lost.
+    A single text is ``[CLS] text [SEP]``; a pair (``"text_pair"``) is ``[CLS] text [SEP] text_pair
+    [SEP]`` with ``token_type_ids`` 1 on the second segment, which is always kept whole. Inputs
+    longer than ``max_length`` are truncated (the first text only), or with ``windows=True`` cut into
+    consecutive windows of the first text (``adapler.windows``), each a feature of its own with the
+    example's label, so no piece of a long document is lost. ``label`` is copied when present (a
+    typed text has none).
     """
-    texts = [ex["text"] for ex in examples]
-    if not windows:
-        enc = tokenizer(texts, truncation=True, max_length=max_length)
-        return [{"id": ex["id"], "window": 0, "input_ids": ids, "label": ex["label"]}
-                for ex, ids in zip(examples, enc["input_ids"])]
-    pieces = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    firsts = tokenizer([ex["text"] for ex in examples], add_special_tokens=False)["input_ids"]
+    has_pair = bool(examples) and "text_pair" in examples[0]
+    seconds = (tokenizer([ex["text_pair"] for ex in examples], add_special_tokens=False)["input_ids"]
+               if has_pair else [None] * len(examples))
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     feats = []
-    for ex, ids in zip(examples, pieces):
-        for w, (start, end) in enumerate(split_windows(len(ids), max_length - 2)):
-            feats.append({"id": ex["id"], "window": w, "input_ids": [cls, *ids[start:end], sep],
-                          "label": ex["label"]})
+    for ex, a, b in zip(examples, firsts, seconds):
+        room = max_length - 2 - (len(b) + 1 if b is not None else 0)  # pieces of the first text per input
+        if room < 1:
+            raise DataError(f"example {ex['id']}: its second text has {len(b)} word pieces, more than "
+                            f"--max-length {max_length} leaves room for; raise --max-length or shorten it")
+        spans = split_windows(len(a), room) if windows else [(0, min(len(a), room))]
+        for w, (start, end) in enumerate(spans):
+            feat = {"id": ex["id"], "window": w, "input_ids": [cls, *a[start:end], sep]}
+            if b is not None:
+                feat["token_type_ids"] = [0] * len(feat["input_ids"]) + [1] * (len(b) + 1)
+                feat["input_ids"] += [*b, sep]
+            if "label" in ex:
+                feat["label"] = ex["label"]
+            feats.append(feat)
     return feats
 
 

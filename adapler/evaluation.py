@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
+from . import data as D
 from .attention import attention_topk_at_flops
 from .flops import flops_per_example, speedup
 from .inference import example_accuracy, feature_batches, load_features, predict_logits, run_hard, time_call
@@ -69,8 +70,14 @@ def evaluate_model_dir(model_dir, task: str, split: str, data_dir=None, limit: i
     """Accuracy and FLOPs speedup of a saved AdapLeR folder on the first ``limit`` examples of
     ``split`` (no timing): the check a shipped model records in ``slice_check.json``."""
     model = AdapLeRForSequenceClassification.from_pretrained(model_dir).eval()
-    features = load_features(task, split, AutoTokenizer.from_pretrained(model_dir), data_dir, limit)
+    features = model_features(model, task, split, AutoTokenizer.from_pretrained(model_dir), data_dir, limit)
     return evaluate_features(model, features, timing=False)
+
+
+def model_features(model, source: D.DatasetSpec | str, split: str, tokenizer, data_dir=None, limit=None) -> list[dict]:
+    """Features of a split, labels numbered as the model's classes (an error when they differ)."""
+    source = D.task_source(source, data_dir) if isinstance(source, str) else source
+    return load_features(source, split, tokenizer, limit=limit, labels=D.model_labels(model.config, source))
 
 
 def threshold_sweep(model, features, scales) -> list[dict]:
@@ -83,14 +90,15 @@ def threshold_sweep(model, features, scales) -> list[dict]:
     return points
 
 
-def evaluate_command(model_path, task, split, data_dir=None, limit=None, baseline_path=None,
+def evaluate_command(model_path, source: D.DatasetSpec | str, split, data_dir=None, limit=None, baseline_path=None,
                      threshold_scale=1.0, timing_examples=256, attention_baseline=True, sweep=()) -> dict:
-    """``python -m adapler evaluate``: one JSON report for a model on one split."""
+    """``python -m adapler evaluate``: one JSON report for a model on one split of a dataset (or task preset)."""
+    source = D.task_source(source, data_dir) if isinstance(source, str) else source
     model = AdapLeRForSequenceClassification.from_pretrained(model_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    features = load_features(task, split, tokenizer, data_dir, limit)
+    features = model_features(model, source, split, tokenizer, limit=limit)
     baseline = AutoModelForSequenceClassification.from_pretrained(baseline_path).eval() if baseline_path else None
-    report = {"model": str(model_path), "task": task, "split": split}
+    report = {"model": str(model_path), "task": source.title, "split": split}
     report["adapler"] = evaluate_features(model, features, timing=timing_examples > 0,
                                           threshold_scale=threshold_scale, baseline=baseline,
                                           timing_examples=timing_examples)
@@ -125,11 +133,11 @@ def calibrate_thresholds(model, features, baseline_accuracy: float, max_drop: fl
             "baseline_accuracy": baseline_accuracy, "max_drop": max_drop, "min_speedup": min_speedup}
 
 
-def calibrate_command(args) -> dict:
+def calibrate_command(args, source: D.DatasetSpec) -> dict:
     """``python -m adapler calibrate``: writes the calibrated model and ``calibration.json``."""
     model = AdapLeRForSequenceClassification.from_pretrained(args.model).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    features = load_features(args.task, args.split, tokenizer, args.data_dir, args.limit)
+    features = model_features(model, source, args.split, tokenizer, limit=args.limit)
     baseline = AutoModelForSequenceClassification.from_pretrained(args.baseline).eval()
     base_acc = example_accuracy(features, predict_logits(baseline, features))["accuracy"]
     result = calibrate_thresholds(model, features, base_acc, args.max_drop,

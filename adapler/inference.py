@@ -88,11 +88,14 @@ def example_accuracy(features, logits: torch.Tensor) -> dict:
     return {"accuracy": round(acc, 5), "macro_f1": round(float(macro_f1(true, pred)), 5), "examples": len(ids)}
 
 
-def load_features(task, split, tokenizer, data_dir, limit=None, max_length=None):
-    """Tokenised features of one split (long documents cut into windows, see ``adapler.windows``)."""
-    spec = D.get_task(task)
-    examples = D.load_examples(task, split, data_dir, limit)
-    return D.encode(examples, tokenizer, max_length or spec.max_length, windows=spec.long_inputs)
+def load_features(source: D.DatasetSpec | str, split: str, tokenizer, data_dir=None, limit=None,
+                  labels=None) -> list[dict]:
+    """Tokenised features of one split of a dataset or task preset (:func:`adapler.data.load_examples`),
+    at the dataset's max length and long-input policy (windows, see ``adapler.windows``)."""
+    if isinstance(source, str):
+        source = D.task_source(source, data_dir)
+    examples = D.load_examples(source, split, limit=limit, labels=labels)
+    return D.encode(examples, tokenizer, source.max_length, windows=source.windows)
 
 
 def time_call(fn: Callable, repeats: int = 1, warmup: Callable | None = None):

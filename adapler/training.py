@@ -64,17 +64,17 @@ def default_base_model() -> str:
 
 
 @dataclass(kw_only=True)
-class _RunArgs:
-    """Options shared by fine-tuning and AdapLeR training (keyword-only)."""
+class _RunArgs(D.DataArgs):
+    """Options shared by fine-tuning and AdapLeR training (keyword-only); the dataset options are
+    those of ``adapler.data.DataArgs``."""
 
-    task: str
     output_dir: str
-    data_dir: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
     run_dir: str | None = None
     epochs: int
     lr: float
     batch_size: int = 32
-    max_length: int | None = None
     weight_decay: float = 0.01
     warmup: float = 0.06
     seed: int = 42
@@ -284,20 +284,23 @@ class _FinetuneLoop(_Loop):
 
 def finetune(args: FinetuneArgs) -> dict:
     """Fine-tune a plain BERT classifier (step 1 of the pipeline); returns the per-epoch history."""
-    spec = D.get_task(args.task)
+    source = args.source()
     set_seed(args.seed)
     base = args.base_model or default_base_model()
     out_dir = Path(args.output_dir)
     run_dir = Path(args.run_dir) if args.run_dir else out_dir / "run"
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    labels = D.dataset_labels(source)  # every data problem is reported before anything is written
+    features = load_features(source, args.train_split, tokenizer, limit=args.limit, labels=labels)
+    dev = load_features(source, args.val_split, tokenizer, limit=args.eval_limit, labels=labels)
     run_dir.mkdir(parents=True, exist_ok=True)
     acc = make_accelerator(args.bf16)
     fast_cpu_math()
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    features = load_features(args.task, "train", tokenizer, args.data_dir, args.limit, args.max_length)
-    dev = load_features(args.task, "val", tokenizer, args.data_dir, args.eval_limit, args.max_length)
     model = load_classifier(
-        base, num_labels=len(spec.labels), id2label=dict(enumerate(spec.labels)),
-        label2id={n: i for i, n in enumerate(spec.labels)}, attention_probs_dropout_prob=args.attention_dropout)
+        base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+        attention_probs_dropout_prob=args.attention_dropout,
+        ignore_mismatched_sizes=True)  # a base classifier with another number of classes gets a new head
+    model.config.adapler_dataset = source.describe()  # the explorer reads label names and pairs from it
     optimizer = _adamw(model.named_parameters(), args.lr, args.weight_decay, eps=1e-8)
     total = len(shard_batches([0] * len(features), args.batch_size, None, 0, acc.num_processes)) * args.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup * total), total)
@@ -313,7 +316,7 @@ def finetune(args: FinetuneArgs) -> dict:
         final = AutoModelForSequenceClassification.from_pretrained(best_dir) if best_dir.exists() else final
         final.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
-        summary = {"task": args.task, "best_epoch": best["epoch"], "history": loop.state.history,
+        summary = {"task": source.title, "best_epoch": best["epoch"], "history": loop.state.history,
                    "args": asdict(args), "base_model": base}
         (out_dir / "finetune_log.json").write_text(json.dumps(summary, indent=2))
     return {"history": loop.state.history, "best": best}
@@ -325,14 +328,17 @@ def saliency_key(feature: dict) -> str:
     return f"{feature['id']}#{feature['window']}"
 
 
-def extract_saliency(model_paths: list[str], task: str, split: str, output: str, data_dir=None,
+def extract_saliency(model_paths: list[str], source: D.DatasetSpec | str, split: str, output: str, data_dir=None,
                      limit=None, batch_size: int = 64, target: str = "gold") -> dict:
-    """Gradient x input of each model, averaged (docs/method.md §5), saved keyed by example id + window."""
+    """Gradient x input of each model, averaged (docs/method.md §5), saved keyed by example id + window.
+    ``source``: a dataset or a task preset name (read from ``data_dir``)."""
     if target not in ("gold", "predicted"):
         raise D.DataError("--target must be 'gold' or 'predicted'")
     fast_cpu_math()
+    source = D.task_source(source, data_dir) if isinstance(source, str) else source
     tokenizer = AutoTokenizer.from_pretrained(model_paths[0])
-    features = load_features(task, split, tokenizer, data_dir, limit)
+    labels = D.model_labels(AutoConfig.from_pretrained(model_paths[0]), source)
+    features = load_features(source, split, tokenizer, limit=limit, labels=labels)
     total: dict[str, torch.Tensor] = {}
     n_batches = -(-len(features) // batch_size)
     for path in model_paths:
@@ -350,7 +356,7 @@ def extract_saliency(model_paths: list[str], task: str, split: str, output: str,
                 total[key] = total[key] + row if key in total else row.clone()
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in total.items()}, output,
-              metadata={"task": task, "split": split, "target": target, "models": ",".join(model_paths)})
+              metadata={"task": source.title, "split": split, "target": target, "models": ",".join(model_paths)})
     return {"examples": len(features), "file": output}
 
 
@@ -421,11 +427,11 @@ class _AdapLeRLoop(_Loop):
                          args.checkpoint_minutes, args.stop_after_steps)
         self.args, self.model, self.dev = args, model, dev
         (self.main_opt, self.eta_opt), (self.main_sched, self.eta_sched) = optimizers, schedulers
-        spec = D.get_task(args.task)
+        gamma, phi = D.loss_weights(args.task or "")
         raw = acc.unwrap_model(model)
         self.threshold_params = [p for p in (raw.eta, raw.theta) if p is not None]
-        self.gamma = spec.gamma if args.gamma is None else args.gamma
-        self.phi = spec.phi if args.phi is None else args.phi
+        self.gamma = gamma if args.gamma is None else args.gamma
+        self.phi = phi if args.phi is None else args.phi
 
     def train_step(self, batch, epoch):
         raw = self.acc.unwrap_model(self.model)
@@ -471,18 +477,21 @@ def train_adapler(args: TrainArgs) -> dict:
     """Train CPs and thresholds (and fine-tune BERT) with CE + gamma*KL and the phi*length objective."""
     if args.anneal not in ("epoch", "step"):
         raise D.DataError(f"--anneal must be 'epoch' or 'step', got {args.anneal!r}")
+    source = args.source()
     set_seed(args.seed)
     out_dir = Path(args.output_dir)
     run_dir = Path(args.run_dir) if args.run_dir else out_dir / "run"
+    tokenizer = AutoTokenizer.from_pretrained(args.init_model)
+    labels = D.model_labels(AutoConfig.from_pretrained(args.init_model), source)
+    features = load_features(source, args.train_split, tokenizer, limit=args.limit, labels=labels)
+    load_saliency(args.saliency, features)
+    dev = load_features(source, args.val_split, tokenizer, limit=args.eval_limit, labels=labels)
     run_dir.mkdir(parents=True, exist_ok=True)
     fast_cpu_math()
     acc = make_accelerator(args.bf16)
-    tokenizer = AutoTokenizer.from_pretrained(args.init_model)
-    features = load_features(args.task, "train", tokenizer, args.data_dir, args.limit, args.max_length)
-    load_saliency(args.saliency, features)
-    dev = load_features(args.task, "val", tokenizer, args.data_dir, args.eval_limit, args.max_length)
     model = AdapLeRForSequenceClassification.from_pretrained(
         args.init_model, attention_probs_dropout_prob=args.attention_dropout)
+    model.config.adapler_dataset = source.describe()
     baseline = _on_main(acc, lambda: evaluate_features(model, dev, timing=False, threshold_scale=0.0)["accuracy"])
     acc.print(json.dumps({"baseline_val_accuracy": baseline}))
     named = [(n, p) for n, p in model.named_parameters() if n not in ("eta", "theta")]
@@ -506,7 +515,7 @@ def train_adapler(args: TrainArgs) -> dict:
     if not loop.run():
         return {"interrupted": True, "history": loop.state.history}
     chosen, met = _select_epoch(loop.state.history, baseline, args.max_drop)
-    summary = {"task": args.task, "baseline_val_accuracy": baseline, "selected_epoch": chosen["epoch"],
+    summary = {"task": source.title, "baseline_val_accuracy": baseline, "selected_epoch": chosen["epoch"],
                "selection_constraint_met": met, "history": loop.state.history, "args": asdict(args),
                "gamma": loop.gamma, "phi": loop.phi}
     if acc.is_main_process:

@@ -7,9 +7,11 @@ Writes metrics.json, metrics.csv, fpr.csv, report.md, report.html and <method>.r
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -24,10 +26,31 @@ def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
+def _label_map(text: str) -> dict[str, str]:
+    """``CLASS=LABEL,...`` or a JSON file ``{"CLASS": "LABEL"}``: model class name -> dataset label."""
+    if Path(text).is_file():
+        try:
+            mapping = json.loads(Path(text).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise argparse.ArgumentTypeError(f"{text}: not valid JSON ({err})") from None
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            raise argparse.ArgumentTypeError(f'{text}: expected a JSON object {{"CLASS": "LABEL", ...}}')
+        return {str(k): v for k, v in mapping.items()}
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if not pairs or any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected CLASS=LABEL,... or a JSON file")
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eraser_eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    p.add_argument("--dataset", required=True,
+                   help=f"{', '.join(sorted(DATASETS))}, or the path of any ERASER-layout folder "
+                        "(docs/ or docs.jsonl, {train,val,test}.jsonl; see docs/data.md)")
+    p.add_argument("--label-map", type=_label_map, default=None, metavar="CLASS=LABEL,...",
+                   help="model class names -> dataset labels where they differ, e.g. pos=POS,neg=NEG, "
+                        "or a JSON file with that object")
     p.add_argument("--split", default="test", help="train, val or test (default: test)")
     p.add_argument("--data-dir", default=None,
                    help="folder containing movies/, multirc/, hatexplain/, see docs/data.md "
@@ -74,7 +97,7 @@ def main(argv=None) -> int:
         cache_dir = tempfile.mkdtemp(prefix="eraser_eval_nocache_")
     try:
         res = evaluate(EvalConfig(
-            dataset=args.dataset, split=args.split, model=args.model, tokenizer=args.tokenizer,
+            dataset=args.dataset, split=args.split, label_map=args.label_map, model=args.model, tokenizer=args.tokenizer,
             data_dir=args.data_dir, methods=args.methods, limit=args.limit, import_results=args.import_results,
             batch_size=args.batch_size, layer=args.layer, max_length=args.max_length,
             faithfulness=args.faithfulness, aopc_thresholds=args.aopc_thresholds,

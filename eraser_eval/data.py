@@ -14,14 +14,14 @@ Movies test split, evidence ``text`` that does not match the tokens) are collect
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from adapler import data as D
-from adapler.data import TASKS, DataError, TaskSpec, eraser_tasks, read_jsonl
+from adapler.data import TASKS, DataError, EraserSpec, TaskSpec, eraser_tasks, read_jsonl
 
 __all__ = [
     "DATASETS",
@@ -31,6 +31,7 @@ __all__ = [
     "EraserDataset",
     "Evidence",
     "dataset_dir",
+    "dataset_spec",
     "load_annotations",
     "load_dataset",
     "load_documents",
@@ -175,11 +176,50 @@ def dataset_dir(data_root: str | os.PathLike, dataset: str) -> Path:
     )
 
 
+SPLITS = ("train", "val", "test")
+
+
+def dataset_spec(dataset: str | os.PathLike, label_map: Mapping[str, str] | None = None) -> TaskSpec:
+    """A built-in ERASER dataset by name, or any ERASER-layout folder by path (``docs/`` or
+    ``docs.jsonl`` and ``{train,val,test}.jsonl``; its labels: the sorted ``classification`` values of
+    its split files; a query task when annotations have a ``query``). ``label_map`` maps model class
+    names (case-insensitive) to the dataset's labels, for names the defaults do not know."""
+    name = str(dataset)
+    if name in DATASETS:
+        spec = DATASETS[name]
+    elif Path(name).is_dir():
+        spec = _folder_spec(Path(name).resolve())
+    else:
+        raise EraserDataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}, or an ERASER-layout folder")
+    if label_map:
+        wrong = {k: v for k, v in label_map.items() if v not in spec.eraser.labels}
+        if wrong:
+            raise EraserDataError(f"label map {wrong}: not labels of {spec.name} ({', '.join(spec.eraser.labels)})")
+        extra = {str(k).strip().lower(): v for k, v in label_map.items()}
+        spec = replace(spec, eraser=replace(spec.eraser, label_map={**spec.eraser.label_map, **extra}))
+    return spec
+
+
+def _folder_spec(path: Path) -> TaskSpec:
+    files = [path / f"{s}.jsonl" for s in SPLITS if (path / f"{s}.jsonl").is_file()]
+    if not files:
+        raise EraserDataError(f"{path}: not an ERASER folder (no {{train,val,test}}.jsonl)")
+    if not ((path / "docs").is_dir() or (path / "docs.jsonl").is_file()):
+        raise EraserDataError(f"{path}: not an ERASER folder (neither a docs/ folder nor docs.jsonl)")
+    labels, query = set(), False
+    for f in files:
+        for lineno, obj in read_jsonl(f):
+            if not isinstance(obj.get("classification"), str):
+                raise EraserDataError(f"{f}:{lineno}: 'classification' must be a string")
+            labels.add(obj["classification"])
+            query = query or bool(obj.get("query"))
+    names = tuple(sorted(labels))
+    return TaskSpec(path.name, names, 512, gamma=D.DEFAULT_GAMMA, phi=D.DEFAULT_PHI, long_inputs=True,
+                    eraser=EraserSpec(str(path), names, has_query=query, position_fallback=False))
+
+
 def _spec(dataset: str) -> TaskSpec:
-    try:
-        return DATASETS[dataset]
-    except KeyError:
-        raise EraserDataError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}") from None
+    return dataset_spec(dataset)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,7 +362,8 @@ def load_dataset(
     limit: int | None = None,
     ids: Iterable[str] | None = None,
 ) -> EraserDataset:
-    """Load and validate one split of an ERASER dataset (``movies``, ``multirc``, ``hatexplain``).
+    """Load and validate one split of an ERASER dataset (``movies``, ``multirc``, ``hatexplain``, or
+    the path of any ERASER-layout folder, see :func:`dataset_spec`).
 
     ``data_dir`` is the data root (see :func:`resolve_data_root`) or the dataset folder itself.
     ``limit`` keeps the first N annotations in file order; ``ids`` keeps only those annotation ids.
@@ -330,7 +371,7 @@ def load_dataset(
     restriction, over annotations that have at least one rationale token.
     """
     spec = _spec(dataset)
-    path = dataset_dir(resolve_data_root(data_dir), dataset)
+    path = dataset_dir(resolve_data_root(data_dir), dataset) if str(dataset) in DATASETS else Path(spec.eraser.subdir)
     ann_file = path / f"{split}.jsonl"
     if not ann_file.is_file():
         have = sorted(p.stem for p in path.glob("*.jsonl") if p.stem in ("train", "val", "test"))

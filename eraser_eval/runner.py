@@ -42,7 +42,7 @@ from adapler.data import class_label_map
 
 from . import metrics as M
 from .align import align_batch
-from .data import DATASETS, EraserDataset, load_dataset
+from .data import EraserDataset, dataset_spec, load_dataset
 from .engine import Engine
 from .methods import AdapLeRMethod, ImportMethod, RationaleMethod, get_method
 from .report import jsonable, write_report
@@ -280,7 +280,8 @@ class EvalConfig:
     """Everything one ERASER evaluation needs (``python -m eraser_eval`` builds one from its flags).
 
     Attributes:
-        dataset, split: ``movies``/``multirc``/``hatexplain``; ``train``/``val``/``test``.
+        dataset, split: ``movies``/``multirc``/``hatexplain`` or an ERASER-layout folder; ``train``/``val``/``test``.
+        label_map: model class name -> dataset label, for class names that differ from the dataset's.
         model: model folder or loaded model (AdapLeR or any HF classifier; ``adapler`` needs AdapLeR).
             May be None when only ``import`` is evaluated.
         tokenizer: tokenizer object or path (default: the model folder's).
@@ -304,6 +305,7 @@ class EvalConfig:
 
     dataset: str = "movies"
     split: str = "test"
+    label_map: dict[str, str] | None = None
     model: Any = None
     tokenizer: Any = None
     data_dir: str | os.PathLike | None = None
@@ -370,9 +372,7 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
         raise ValueError("no methods to evaluate")
     if config.faithfulness not in ("full", "basic", "none"):
         raise ValueError("faithfulness must be 'full', 'basic' or 'none'")
-    spec = DATASETS.get(config.dataset)
-    if spec is None:
-        raise ValueError(f"unknown dataset {config.dataset!r}; known: {', '.join(DATASETS)}")
+    spec = dataset_spec(config.dataset, config.label_map)
 
     t = time.perf_counter()
     ds = load_dataset(config.dataset, config.split, config.data_dir, limit=config.limit, ids=config.ids)

@@ -102,7 +102,7 @@ def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):
 def test_malformed_file_names_file_and_line(tmp_path):
     (tmp_path / "sst2").mkdir()
     (tmp_path / "sst2" / "train.tsv").write_text("sentence\tlabel\ngood film\t1\nbroken line\n")
-    with pytest.raises(D.DataError, match=r"train.tsv, line 3"):
+    with pytest.raises(D.DataError, match=r"train.tsv, row 2: no label"):
         D.load_examples("sst2", "train", tmp_path)
 
 
