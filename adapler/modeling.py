@@ -47,6 +47,9 @@ class AdapLeROutput(ModelOutput):
     layer_lengths: (B, layers) float, tokens processed by layer l; differentiable in ``soft``.
     thresholds:    (B, layers) delta_l used by each decision.
     attentions:    tuple of (B, H, L', L') per layer when asked (``masked``: L' = L).
+    hidden_states: when asked, tuple of (B, L, H): the embedding output, then every layer's output,
+                   in original positions; 0 where the layer did not process the token (``soft``:
+                   every token, unmasked).
     """
 
     loss: torch.Tensor | None = None
@@ -57,6 +60,7 @@ class AdapLeROutput(ModelOutput):
     layer_lengths: torch.Tensor | None = None
     thresholds: torch.Tensor | None = None
     attentions: tuple | None = None
+    hidden_states: tuple | None = None
 
 
 class ContributionPredictor(nn.Module):
@@ -239,15 +243,14 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
             output_attentions: also return per-layer attention probabilities (eager kernel).
             output_token_masks: ``drop`` also fills ``cp_scores``, ``keep_masks`` and ``soft_masks``
                 in original positions (a scatter per layer; ``masked`` and ``soft`` always do).
-            output_hidden_states, return_dict: accepted for compatibility; hidden states of a
-                shrinking sequence are not returned, and the output is always an ``AdapLeROutput``.
+            output_hidden_states: also return every layer's output in original positions (0 where a
+                token was removed), as Hugging Face classifiers do.
+            return_dict: accepted for compatibility; the output is always an ``AdapLeROutput``.
         """
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
-        if output_hidden_states:
-            raise ValueError("output_hidden_states is not supported: the sequence shrinks between layers")
         if attention_mask is None:
             shape = input_ids.shape if input_ids is not None else inputs_embeds.shape[:2]
             device = (input_ids if input_ids is not None else inputs_embeds).device
@@ -261,6 +264,7 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
                 run, kwargs = self._forward_drop, {"output_token_masks": output_token_masks}
             else:
                 run, kwargs = self._forward_masked, {"sharpness": sharpness if mode == "soft" else None}
+            kwargs["output_hidden_states"] = bool(output_hidden_states)
             logits, record = run(hidden, attention_mask, eta, cls_probe, output_attentions, **kwargs)
         loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
         return AdapLeROutput(loss=loss, logits=logits, **record)
@@ -273,7 +277,8 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
         p = p * torch.cat([cls_probe[l - 1].clamp_min(1e-3).float().reshape(1), rest])
         return p / (p.sum(-1, keepdim=True) + 1e-15)
 
-    def _forward_masked(self, hidden, attention_mask, eta, cls_probe, output_attentions, sharpness=None):
+    def _forward_masked(self, hidden, attention_mask, eta, cls_probe, output_attentions, sharpness=None,
+                        output_hidden_states=False):
         """``soft`` (sharpness given) and ``masked`` (hard) on the full padded batch."""
         B, L = attention_mask.shape
         real = attention_mask.float()
@@ -283,6 +288,7 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
         is_cls = torch.zeros(B, L, dtype=torch.bool, device=hidden.device)
         is_cls[:, 0] = True
         scores, keeps, softs, lengths, deltas, attns = [], [], [], [], [], [] if output_attentions else None
+        states = [hidden] if output_hidden_states else None
         for l in range(self.num_layers):
             u = torch.where(is_cls, torch.ones_like(m), m)
             p = masked_softmax(self.cps[l](hidden), u)  # (B, L)
@@ -301,17 +307,23 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
             lengths.append(m.sum(-1) + 1.0)
             deltas.append(delta.squeeze(-1))
             hidden = self.run_layer(l, hidden, key_bias, attns)
+            if states is not None:
+                states.append(hidden if sharpness is not None else torch.where(keeps[-1][..., None], hidden, 0.0))
         record = {"cp_scores": torch.stack(scores, 1), "keep_masks": torch.stack(keeps, 1),
                   "soft_masks": torch.stack(softs, 1), "layer_lengths": torch.stack(lengths, 1),
-                  "thresholds": torch.stack(deltas, 1), "attentions": tuple(attns) if attns else None}
+                  "thresholds": torch.stack(deltas, 1), "attentions": tuple(attns) if attns else None,
+                  "hidden_states": tuple(states) if states else None}
         return self.classify(hidden), record
 
-    def _forward_drop(self, hidden, attention_mask, eta, cls_probe, output_attentions, output_token_masks=False):
+    def _forward_drop(self, hidden, attention_mask, eta, cls_probe, output_attentions, output_token_masks=False,
+                      output_hidden_states=False):
         """Hard decisions with removed tokens gathered out after every CP; the full-length per-token
-        record only with ``output_token_masks``. Batch size 1 first drops its padding (if any), so
-        every slot is live: the kept slots are selected in order and attention needs no mask."""
+        record only with ``output_token_masks`` (and hidden states only with ``output_hidden_states``).
+        Batch size 1 first drops its padding (if any), so every slot is live: the kept slots are
+        selected in order and attention needs no mask."""
         B, L = attention_mask.shape
         device = hidden.device
+        states = [hidden] if output_hidden_states else None  # (B, L, H) embeddings, original positions
         single = B == 1
         if single:
             pos = attention_mask[0].nonzero().squeeze(-1)  # (L',) real positions
@@ -345,8 +357,12 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
                 bias = torch.where(alive, 0.0, NEG)
             n = kept.float()
             hidden = self.run_layer(l, hidden, bias, attns)
+            if states is not None:  # back to original positions, 0 where the token is gone
+                full = hidden.new_zeros(B, L, hidden.shape[-1])
+                full[rows, pos] = hidden if single else torch.where(alive[..., None], hidden, 0.0)
+                states.append(full)
         record = {"layer_lengths": torch.cat(lengths, 1).float(), "thresholds": torch.cat(deltas, 1),
-                  "attentions": tuple(attns) if attns else None}
+                  "attentions": tuple(attns) if attns else None, "hidden_states": tuple(states) if states else None}
         if output_token_masks:
             keep_masks = torch.stack(keeps, 1)
             record.update(cp_scores=torch.stack(scores, 1), keep_masks=keep_masks, soft_masks=keep_masks.float())

@@ -50,6 +50,8 @@ METHOD_TITLES = {
     "saliency": "Gradient x input (saliency)",
     "attention": "[CLS] attention (last layer)",
     "attention_rollout": "Attention rollout",
+    "integrated_gradients": "Integrated Gradients (20 steps)",
+    "occlusion": "Occlusion (each word [MASK]ed)",
 }
 
 
@@ -254,13 +256,14 @@ def load_human_examples(data_dir: str | os.PathLike | None, per_dataset: int = 6
 
 
 def analyze(bundle: ModelBundle, text: str, threshold_scale: float = 1.0,
-            human: HumanExample | None = None) -> Analysis:
+            human: HumanExample | None = None, slow_methods: bool = False) -> Analysis:
     """:func:`eraser_eval.analysis.analyze_text` on the bundle's model, engine and baseline, one
-    analysis per model at a time; input problems become :class:`UserError`."""
+    analysis per model at a time; input problems become :class:`UserError`. ``slow_methods``: also
+    Integrated Gradients and occlusion."""
     try:
         analysis = analyze_text(bundle.model, bundle.tokenizer, text, threshold_scale, human,
                                 engine=bundle.engine, baseline=bundle.baseline, labels=bundle.labels,
-                                model_path=str(bundle.path), lock=bundle.lock)
+                                model_path=str(bundle.path), lock=bundle.lock, slow_methods=bool(slow_methods))
     except InputError as e:
         raise UserError(str(e)) from None
     if not bundle.trained_adapler:

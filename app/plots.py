@@ -20,6 +20,8 @@ METHOD_COLOURS = {  # r, g, b
     "saliency": (216, 67, 21),
     "attention": (123, 31, 162),
     "attention_rollout": (0, 131, 143),
+    "integrated_gradients": (194, 24, 91),
+    "occlusion": (93, 64, 55),
 }
 MAX_TICK_LABELS = 80
 

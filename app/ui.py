@@ -146,6 +146,15 @@ def speed_table(a: A.Analysis) -> pd.DataFrame:
     ])
 
 
+def cost_table(a: A.Analysis) -> pd.DataFrame:
+    """Model passes and measured ms of every method's rationale for this input."""
+    rows = [{"method": A.METHOD_TITLES.get(name, name), "forward passes": round(float(c["forward"]), 2),
+             "backward passes": round(float(c["backward"]), 2),
+             "measured ms": round(c["ms"], 2) if c.get("ms") is not None else None}
+            for name in METHOD_ORDER if (c := a.costs.get(name)) is not None]
+    return pd.DataFrame(rows, columns=["method", "forward passes", "backward passes", "measured ms"])
+
+
 def metrics_table(a: A.Analysis) -> pd.DataFrame:
     cols = ["method", "selected", "human", "token_precision", "token_recall", "token_f1", "iou_f1", "auprc", "fpr"]
     if not a.metrics:
@@ -183,13 +192,14 @@ def _window_update(a: A.Analysis | None):
     return gr.update(choices=choices, value=choices[0], visible=len(choices) > 1)
 
 
-def run_analysis(state: AppState, choice, local_path, text, scale, human: A.HumanExample | None):
-    """Everything the Explore tab shows, for one text. Returns a tuple matching ``OUTPUT_NAMES``."""
+def run_analysis(state: AppState, choice, local_path, text, scale, human: A.HumanExample | None, slow=False):
+    """Everything the Explore tab shows, for one text. Returns a tuple matching ``OUTPUT_NAMES``.
+    ``slow``: also Integrated Gradients and occlusion (the opt-in checkbox)."""
     try:
         if text is None or not str(text).strip():
             raise A.UserError("Type a sentence (or pick an example) to analyse.")
         bundle = state.bundle(choice, local_path)
-        a = A.analyze(bundle, str(text), scale if scale is not None else 1.0, human)
+        a = A.analyze(bundle, str(text), scale if scale is not None else 1.0, human, slow_methods=bool(slow))
         title = "Token survival per layer" + (f" · window 1 of {len(a.windows)}" if len(a.windows) > 1 else "")
         heat = P.survival_heatmap(a.windows[0], a.num_layers, title)
         curve = P.lengths_curve(a.windows, a.num_layers)
@@ -215,6 +225,7 @@ def run_analysis(state: AppState, choice, local_path, text, scale, human: A.Huma
             "formula is the reference implementation's (fitted on BERT-base).",
             gr.update(value=str(pj), visible=True),
             gr.update(value=str(pc), visible=True),
+            cost_table(a),
             a,
         )
     except A.UserError as e:
@@ -240,6 +251,7 @@ def _error_outputs(message: str):
         "",
         gr.update(value=None, visible=False),
         gr.update(value=None, visible=False),
+        pd.DataFrame(),
         None,
     )
 
@@ -359,6 +371,8 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
                     scale = gr.Slider(0.0, 3.0, value=1.0, step=0.05, label="Threshold scale (x learned thresholds; "
                                       "0 = no pruning, higher = more pruning)", elem_id="threshold-scale", scale=4)
                     analyze_btn = gr.Button("Analyse", variant="primary", elem_id="analyze-btn", scale=1)
+                slow = gr.Checkbox(False, label="Integrated Gradients / occlusion (slower)", elem_id="slow-methods",
+                                   info="adds their rationales; each costs tens of model passes")
                 first = A.task_of(state.models.get(default))  # the default model's task first
                 sentences = sorted(((task, s) for task, ss in state.examples.items() for s in ss),
                                    key=lambda ts: ts[0] != first)
@@ -388,6 +402,8 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
                 gr.Markdown("### Speed for this input")
                 speed = gr.Dataframe(label="Unpruned vs pruned", elem_id="speed", interactive=False)
                 speed_md = gr.Markdown(elem_id="speed-note")
+                cost = gr.Dataframe(label="Cost of each explanation for this input (model passes, measured ms)",
+                                    elem_id="cost", interactive=False)
                 with gr.Row():
                     dl_json = gr.DownloadButton("Download analysis (JSON)", elem_id="download-json", visible=False)
                     dl_csv = gr.DownloadButton("Download words (CSV)", elem_id="download-csv", visible=False)
@@ -424,12 +440,12 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
                 gr.Markdown(ABOUT)
 
         outputs = [status, pred, pred_md, window, heat, curve, rat, metrics_md, metrics, speed, speed_md,
-                   dl_json, dl_csv, analysis_state]
+                   dl_json, dl_csv, cost, analysis_state]
 
-        def _run(choice, path, txt, sc, human):
-            return run_analysis(state, choice, path, txt, sc, human)
+        def _run(choice, path, txt, sc, human, slow_methods=False):
+            return run_analysis(state, choice, path, txt, sc, human, slow_methods)
 
-        inputs = [picker, local_path, text, scale, human_state]
+        inputs = [picker, local_path, text, scale, human_state, slow]
         analyze_btn.click(_run, inputs, outputs, api_name="analyze", concurrency_id="analysis")
         text.submit(_run, inputs, outputs, api_visibility="private", concurrency_id="analysis")
         scale.release(_run, inputs, outputs, api_visibility="private", concurrency_id="analysis")
@@ -461,12 +477,13 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
                        [picker, local_path, live_ds, live_n], [live_md, live_table, live_fpr, live_bars],
                        api_name="live_evaluation", concurrency_limit=1)
 
-        def analyze_json(text: str, threshold_scale: float = 1.0, model: str = "", example: str = "") -> dict:
+        def analyze_json(text: str, threshold_scale: float = 1.0, model: str = "", example: str = "",
+                         slow_methods: bool = False) -> dict:
             """The whole analysis of ``text`` as JSON (tokens, per-layer CP scores and keep masks, rationales,
             metrics, speed). ``model``: a picker label (default: the default model), or a model folder when the
             server allows it (``--allow-local-paths``).
             ``example``: key of a dataset example (``/examples``); its human rationale is used when ``text`` is
-            that example's text."""
+            that example's text. ``slow_methods``: also Integrated Gradients and occlusion."""
             try:
                 if text is None or not str(text).strip():
                     raise A.UserError("Type a sentence (or pick an example) to analyse.")
@@ -474,7 +491,7 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
                 if example and human is None:
                     raise A.UserError(f"Unknown dataset example {example!r}; see /examples.")
                 bundle = state.bundle(model or None, None)
-                return A.analyze(bundle, str(text), threshold_scale, human).to_dict()
+                return A.analyze(bundle, str(text), threshold_scale, human, slow_methods=bool(slow_methods)).to_dict()
             except A.UserError as e:
                 return {"error": str(e)}
             except Exception as e:
@@ -507,12 +524,14 @@ ABOUT = """### What you see
   larger values prune more. Accuracy, rationale and speed change together.
 * **Rationales**: the AdapLeR rationale is the words kept to the last layer (its soft score: the number of
   layers a word survives). Saliency (gradient x input) and attention ([CLS] attention of the last layer,
-  attention rollout) select their top-k words with the same k. Word scores are the max over a word's pieces
+  attention rollout) select their top-k words with the same k; the checkbox adds Integrated Gradients (20
+  steps from a [PAD] baseline, on the embedding output) and occlusion (each word replaced by [MASK]). Word scores are the max over a word's pieces
   (`eraser_eval.align`, the same alignment as the ERASER evaluation).
 * **Agreement** with a human rationale (dataset examples): token precision/recall/F1, IOU-F1 at 0.5, AUPRC of
   the soft scores, FPR = share of non-rationale words a method selects (`eraser_eval.metrics`).
 * **Speed**: analytic FLOPs from the per-layer lengths (`adapler.flops`), and measured milliseconds of the
-  unpruned BERT, of AdapLeR with tokens physically dropped, and of the same decisions only masked (no gain).
+  unpruned BERT, of AdapLeR with tokens physically dropped, and of the same decisions only masked (no gain);
+  the cost of each explanation: model passes (forward, backward) and measured ms for this input.
 * **Long inputs** are split into consecutive windows of the model's maximum length (nothing silently
   truncated); very long texts are cut with a visible notice.
 """

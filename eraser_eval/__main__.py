@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threshold scale of the predictions used for classification and faithfulness "
                         "(0 = unpruned model, default; 1 = the deployed pruning model)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random method")
+    p.add_argument("--ig-steps", type=int, default=20,
+                   help="interpolation steps of integrated_gradients (default: %(default)s)")
     p.add_argument("--cache-dir", default=None, help="model-output cache (default: OUT/cache)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
             data_dir=args.data_dir, methods=args.methods, limit=args.limit, import_results=args.import_results,
             batch_size=args.batch_size, layer=args.layer, max_length=args.max_length,
             faithfulness=args.faithfulness, aopc_thresholds=args.aopc_thresholds,
-            iou_thresholds=args.iou_thresholds, fpr=not args.no_fpr, seed=args.seed,
+            iou_thresholds=args.iou_thresholds, fpr=not args.no_fpr, seed=args.seed, ig_steps=args.ig_steps,
             threshold_scale=args.threshold_scale, faithfulness_threshold_scale=args.faithfulness_threshold_scale,
             cache_dir=cache_dir, out_dir=args.out, show_progress=not args.quiet, device=args.device,
         ))

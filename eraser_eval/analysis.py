@@ -2,7 +2,8 @@
 
 Prediction (pruned and unpruned), per-layer keep masks and CP scores per window, word-level
 rationales of every method at equal size k (k = words AdapLeR keeps to the last layer), agreement
-with a human rationale, analytic FLOPs and measured timings. Built on the same engine and rationale
+with a human rationale, analytic FLOPs, measured timings and the cost (model passes, ms) of every
+method. Integrated Gradients and occlusion (``slow_methods=True``) cost tens of passes: opt-in. Built on the same engine and rationale
 methods as the ERASER runner (:mod:`eraser_eval.engine`, :mod:`eraser_eval.methods`): one unpruned
 forward + backward gives probabilities, saliency and both attention scores; the AdapLeR method reads
 the timed ``mode="drop"`` pass (handed to the engine as a precomputed pass), so nothing runs twice.
@@ -17,7 +18,7 @@ import contextlib
 import csv
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,16 +31,18 @@ from adapler.inference import time_call
 from . import metrics as M
 from .align import align_text, make_windows, scatter_window_scores
 from .engine import Engine
-from .methods import AdapLeRMethod, AttentionMethod, SaliencyMethod
+from .methods import AdapLeRMethod, AttentionMethod, IntegratedGradientsMethod, OcclusionMethod, SaliencyMethod
 from .report import jsonable
 from .types import DocInput
 
-__all__ = ["METHOD_ORDER", "Analysis", "HumanRationale", "InputError", "WindowResult", "analyze_text",
+__all__ = ["IG_STEPS", "METHOD_ORDER", "SLOW_METHODS", "Analysis", "HumanRationale", "InputError", "WindowResult", "analyze_text",
            "human_for_text"]
 
 MAX_CHARS = 50_000  # longer text is cut (visible notice) before tokenising
 MAX_WINDOWS = 4  # at most this many model windows per analysis; the rest is cut with a notice
-METHOD_ORDER = ("adapler", "saliency", "attention", "attention_rollout")
+METHOD_ORDER = ("adapler", "saliency", "attention", "attention_rollout", "integrated_gradients", "occlusion")
+SLOW_METHODS = ("integrated_gradients", "occlusion")  # only with analyze_text(..., slow_methods=True)
+IG_STEPS = 20
 
 
 class InputError(ValueError):
@@ -99,6 +102,7 @@ class Analysis:
     speed: dict
     notices: list[str]
     timings_ms: dict[str, float]
+    costs: dict[str, dict] = field(default_factory=dict)  # method -> {"forward", "backward", "ms"}
 
     @property
     def predicted(self) -> str:
@@ -137,6 +141,7 @@ class Analysis:
             } for w in self.windows],
             "metrics_vs_human": self.metrics,
             "speed": self.speed,
+            "cost": self.costs,
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
         })
 
@@ -184,7 +189,7 @@ def human_for_text(text: str, example: HumanRationale | None) -> HumanRationale 
 def analyze_text(model, tokenizer, text: str, threshold_scale: float = 1.0, human: HumanRationale | None = None,
                  *, engine: Engine | None = None, baseline=None, labels: list[str] | None = None,
                  model_path: str | None = None, lock=None, max_windows: int = MAX_WINDOWS,
-                 max_chars: int = MAX_CHARS) -> Analysis:
+                 max_chars: int = MAX_CHARS, slow_methods: bool = False) -> Analysis:
     """Prediction, survival heatmap data, rationales, metrics and speed for one text.
 
     ``model``: an AdapLeR classifier (``AdapLeRForSequenceClassification``); ``tokenizer``: its fast
@@ -192,7 +197,8 @@ def analyze_text(model, tokenizer, text: str, threshold_scale: float = 1.0, huma
     tokens. ``engine`` (default: a new one, memory cache) and ``baseline`` (default:
     ``adapler.evaluation.plain_bert_copy(model)``, the timed unpruned model) are worth keeping
     between calls. ``labels``: class names (default: ``config.id2label``). ``lock``: held while the
-    model runs (a ``threading.Lock`` per model in a server). Raises
+    model runs (a ``threading.Lock`` per model in a server). ``slow_methods``: also Integrated
+    Gradients (``IG_STEPS`` steps) and occlusion. Raises
     :class:`InputError` for an empty text or a bad threshold scale.
     """
     engine = engine if engine is not None else Engine(model, tokenizer, batch_size=4)
@@ -297,7 +303,7 @@ def analyze_text(model, tokenizer, text: str, threshold_scale: float = 1.0, huma
         # one unpruned forward + backward gives probabilities, saliency (predicted class) and attention;
         # the methods below read it from the engine's cache
         full = engine.unpruned([doc], saliency=True, attention=True, rollout=True)[0]
-        base = [{k: full[k] for k in ("probs", "attention", "rollout")}]
+        base = [{k: full[k] for k in ("probs", "attention", "rollout", "ms_forward") if k in full}]
         probs_full = np.asarray(full["probs"], dtype=np.float64)
         # the AdapLeR method reads the timed drop pass above (same windows, same scale): no second run
         context = {"targets": [int(full["target"])], "base_attention": base, "threshold_scale": scale,
@@ -306,9 +312,13 @@ def analyze_text(model, tokenizer, text: str, threshold_scale: float = 1.0, huma
                        "keep": scatter_window_scores(windows, [r.keep for r in results], alignment.num_pieces),
                        "cp": scatter_window_scores(windows, [r.cp for r in results], alignment.num_pieces),
                        "layer_lengths": [r.layer_lengths for r in results],
+                       "ms": ms["drop"],  # AdapLeR's rationale costs its pruned inference, timed above
                    }]}
         outputs = {}
-        for method in (AdapLeRMethod(), SaliencyMethod(), AttentionMethod(False), AttentionMethod(True)):
+        methods_run = [AdapLeRMethod(), SaliencyMethod(), AttentionMethod(False), AttentionMethod(True)]
+        if slow_methods:
+            methods_run += [IntegratedGradientsMethod(IG_STEPS), OcclusionMethod()]
+        for method in methods_run:
             t_m = time.perf_counter()
             outputs[method.name] = method.explain([doc], engine, context)[0]
             timings[f"method_{method.name}"] = (time.perf_counter() - t_m) * 1000
@@ -322,7 +332,7 @@ def analyze_text(model, tokenizer, text: str, threshold_scale: float = 1.0, huma
     k = int(ad_sel.sum())
     methods: dict[str, dict] = {"adapler": {"scores": np.asarray(ad.scores, float), "selected": ad_sel,
                                             "layer_masks": ad.layer_masks}}
-    for name in METHOD_ORDER[1:]:
+    for name in [n for n in METHOD_ORDER[1:] if n in outputs]:
         o = outputs[name]
         methods[name] = {"scores": np.asarray(o.scores, float),
                          "selected": M.top_k_mask(o.scores, k, o.tiebreak, eligible=scored)}
@@ -333,7 +343,7 @@ def analyze_text(model, tokenizer, text: str, threshold_scale: float = 1.0, huma
         gold = doc.gold
         gold_spans = {0: M.mask_to_spans(gold)}
         metrics = []
-        for name in METHOD_ORDER:
+        for name in [n for n in METHOD_ORDER if n in methods]:
             sel, sc = methods[name]["selected"], methods[name]["scores"]
             tok_prf = M.token_prf(gold_spans, {0: M.mask_to_spans(sel)})
             iou = M.iou_f1(gold_spans, {0: M.mask_to_spans(sel)}, (0.5,))[0.5]
@@ -379,4 +389,5 @@ def analyze_text(model, tokenizer, text: str, threshold_scale: float = 1.0, huma
         methods=methods, k=k, human=doc.gold if human is not None else None,
         human_source=human.source if human is not None else None,
         metrics=metrics, speed=speed, notices=notices, timings_ms=timings,
+        costs={name: o.extra["cost"] for name, o in outputs.items() if "cost" in o.extra},
     )

@@ -19,6 +19,7 @@ import torch
 
 from adapler import AdapLeRForSequenceClassification
 from adapler.attention import attention_layout, capture_qk, cls_attention_from_qk, rollout_from_qk
+from adapler.attribution import ig_token_scores, integrated_gradients, occlusion
 from adapler.data import collate
 from adapler.inference import MODEL_INPUTS, feature_batches
 from adapler.saliency import capture_embeddings, saliency_scores
@@ -51,6 +52,10 @@ class Engine:
     * :meth:`adapler` - pruned forward (``mode="drop"``; the threshold scale per call, default
       ``threshold_scale``): keep masks and CP scores per layer and piece, and the pruned model's
       probabilities. A pass the caller already ran can be handed in (``precomputed=``).
+    * :meth:`integrated_gradients`, :meth:`occlusion` - captum's Integrated Gradients (on the
+      embedding output, ``[PAD]`` baseline) and word occlusion (``[MASK]`` replacement) of the
+      unpruned model for given classes (:mod:`adapler.attribution`), cached per document, class and
+      setting.
     * :meth:`predict` - class probabilities of arbitrary (word-deleted) inputs for faithfulness,
       unpruned unless ``faithfulness_threshold_scale`` is set. Cached per *window*: a window whose
       pieces equal one already run (in the full document's pass, for another method or another AOPC
@@ -60,6 +65,11 @@ class Engine:
     ``cache_dir``: also keep the tables on disk, per model fingerprint. ``stats`` counts, per stage,
     the windows, real and padded tokens and seconds of model work; ``forward_windows`` the windows
     run (not served from a cache).
+
+    Cost: every per-document result carries the milliseconds its passes took when they ran
+    (``"ms"``; the unpruned pass ``"ms_forward"`` and, with saliency, ``"ms_backward"``), the time
+    of a batch shared among its windows in proportion to their tokens. It is cached with the result,
+    so a cached answer reports the cost of computing it.
     """
 
     def __init__(
@@ -183,10 +193,14 @@ class Engine:
         for b, batch in feature_batches(self._features(windows), batches=batches, pad_id=self.pad_id):
             ws = [windows[i] for i in b]
             tensors = tuple(batch[k].to(self.device) for k in MODEL_INPUTS)
-            for i, r in zip(b, fn(ws, tensors)):
+            out = fn(ws, tensors)
+            seconds = time.perf_counter() - t0
+            for i, r, ms in zip(b, out, _share_ms(ws, seconds)):
+                if isinstance(r, dict):
+                    r["ms"] = ms
                 results[i] = r
             done += len(b)
-            self._account(stage, ws, int(tensors[0].shape[1]), time.perf_counter() - t0)
+            self._account(stage, ws, int(tensors[0].shape[1]), seconds)
             self._report(stage, done, total)
             t0 = time.perf_counter()
         return results
@@ -206,9 +220,12 @@ class Engine:
     # ---------------------------------------------------------------- passes
 
     def _doc_pass(self, name: str, docs: Sequence[DocInput], compute: Callable[[list[DocInput], list[str]], list[Any]],
-                  key_extra: str = "") -> list[Any]:
+                  key_extra: str | Sequence[str] = "") -> list[Any]:
+        """Cached per document: ``compute(docs, keys)`` for the documents not in table ``name``;
+        ``key_extra``: a suffix of every key, or one per document (e.g. its target class)."""
         table = self.cache.table(name)
-        keys = [content_key(d.alignment.input_ids, d.query_ids) + key_extra for d in docs]
+        extras = [key_extra] * len(docs) if isinstance(key_extra, str) else list(key_extra)
+        keys = [content_key(d.alignment.input_ids, d.query_ids) + e for d, e in zip(docs, extras)]
         todo = [i for i, k in enumerate(keys) if k not in table]
         if todo:
             uniq: dict[str, int] = {}
@@ -230,7 +247,8 @@ class Engine:
                  attention: bool = False, rollout: bool = False) -> list[dict]:
         """The unpruned pass, per document: ``{"probs": (C,)}`` (mean over windows) and, as asked,
         ``"attention"``/``"rollout"`` (P,) piece scores, ``"saliency"`` (P,) gradient x input for class
-        ``targets[i]`` (None: the document's predicted class) with ``"target"`` the class used.
+        ``targets[i]`` (None: the document's predicted class) with ``"target"`` the class used;
+        ``"ms_forward"`` (and ``"ms_backward"`` once saliency was computed) the measured cost.
 
         Everything asked for comes from one forward (plus one backward for saliency) per window;
         results are cached per document content, so asking again (or for less) runs nothing.
@@ -266,7 +284,7 @@ class Engine:
                                  saliency, attention, rollout)
             for i, r in zip(idx, res):
                 entry = dict(table.get(keys[i], {}))
-                entry.update({k: r[k] for k in ("probs", "attention", "rollout") if k in r})
+                entry.update({k: r[k] for k in ("probs", "attention", "rollout", "ms_forward", "ms_backward") if k in r})
                 table[keys[i]] = entry
                 if saliency:
                     sal_table[f"{keys[i]}#t{r['target']}"] = r["saliency"]
@@ -277,6 +295,7 @@ class Engine:
         for i in range(len(docs)):
             entry = table[keys[i]]
             r = {k: entry[k] for k in wanted}
+            r.update({k: entry[k] for k in ("ms_forward", "ms_backward") if k in entry})
             if saliency:
                 t = target_of(i)
                 r["target"] = t
@@ -319,6 +338,8 @@ class Engine:
                     return scores(cap, am, ws, probs)
 
             per_window = self._run(stage, windows, fn)
+            for r in per_window:
+                r["ms_forward"] = r.pop("ms")
         else:
             per_window = self._saliency_steps(stage, docs, windows, targets, cap_layers, scores)
         self._seed_windows(0.0, windows, per_window)
@@ -357,14 +378,18 @@ class Engine:
             runs = []
             with torch.enable_grad():
                 for g in groups:
+                    t_fwd = time.perf_counter()
                     ws = [windows[i] for i in g]
                     ids, am, tt = self._collate(ws)
                     with capture_qk(self.model, cap_layers) as cap, capture_embeddings(self.model) as emb:
                         logits = self._call(ids, am, tt, "masked", 0.0).logits.float()
                     probs = torch.softmax(logits.detach(), -1).cpu().numpy()
-                    for i, r in zip(g, scores(cap, am, ws, probs)):
+                    results = scores(cap, am, ws, probs)
+                    for i, r, ms in zip(g, results, _share_ms(ws, time.perf_counter() - t_fwd)):
+                        r["ms_forward"] = ms
                         per_window[i] = r
                     runs.append((g, ws, am, logits, emb.emb))
+                t_bwd = time.perf_counter()
                 doc_target = {}
                 for j in step:
                     doc_target[j] = (int(targets[j]) if targets is not None
@@ -375,10 +400,13 @@ class Engine:
                     # rows are independent, so the gradient of the sum is each row's own gradient
                     loss = loss + logits.gather(1, tgt[:, None]).sum()
                 grads = torch.autograd.grad(loss, [r[4] for r in runs])
+            bwd_ms = _share_ms([windows[i] for i in win_idx], time.perf_counter() - t_bwd)
+            bwd_of = dict(zip(win_idx, bwd_ms))
             for (g, ws, am, _logits, emb), grad in zip(runs, grads):
                 sal = saliency_scores(grad, emb, am).float().cpu().numpy()
                 for p, (i, w) in enumerate(zip(g, ws)):
                     per_window[i]["saliency"] = sal[p, : w.length]
+                    per_window[i]["ms_backward"] = bwd_of[i]
                 self._account(stage, ws, int(am.shape[1]), 0.0)
             del runs, grads, loss
             self.stats[stage]["seconds"] += time.perf_counter() - t0
@@ -394,11 +422,15 @@ class Engine:
         for j, d in enumerate(docs):
             idx = by_doc[j]
             ws = [windows[i] for i in idx]
-            res: dict[str, Any] = {"probs": np.mean([per_window[i]["probs"] for i in idx], axis=0)}
+            res: dict[str, Any] = {}
+            if "probs" in per_window[idx[0]]:
+                res["probs"] = np.mean([per_window[i]["probs"] for i in idx], axis=0)
             for key in piece_keys:
                 res[key] = scatter_window_scores(ws, [per_window[i][key] for i in idx], d.alignment.num_pieces)
             for key in per_window[idx[0]]:
-                if key not in piece_keys and key != "probs":
+                if key.startswith("ms"):  # cost of the document = sum over its windows
+                    res[key] = float(sum(per_window[i][key] for i in idx))
+                elif key not in piece_keys and key != "probs":
                     res[key] = [per_window[i][key] for i in idx]
             out.append(res)
         return out
@@ -445,6 +477,99 @@ class Engine:
         self._seed_windows(scale, windows, per_window)
         return self._gather(docs, windows, per_window, ["keep", "cp"])
 
+    def integrated_gradients(self, docs: Sequence[DocInput], targets: Sequence[int], steps: int = 20) -> list[dict]:
+        """Integrated Gradients per document for class ``targets[i]``: ``{"scores": (P,) piece scores
+        (L2 over hidden of the attribution to the embedding output), "ms", "forward", "backward"}``.
+
+        Baseline: the same window with ``[PAD]`` at every document piece ([CLS], [SEP], a query and
+        padding unchanged). Windows of similar length go together; each forward/backward takes as
+        many interpolation rows as fit in ``token_budget`` tokens.
+        """
+        steps = int(steps)
+        if steps < 1:
+            raise ValueError(f"Integrated Gradients needs at least 1 step, got {steps}")
+        return self._targeted_pass("integrated_gradients", docs, targets, f"@steps{steps}",
+                                   lambda ds, ts: self._ig(ds, ts, steps))
+
+    def occlusion(self, docs: Sequence[DocInput], targets: Sequence[int]) -> list[dict]:
+        """Word occlusion per document for class ``targets[i]``: ``{"scores": (P,), "ms", "forward",
+        "backward"}``; a piece's score = p(target | window) - p(target | window with every piece of
+        its word replaced by [MASK]), divided by the document's windows (the drop of the document's
+        probability, the mean over windows)."""
+        return self._targeted_pass("occlusion", docs, targets, "", self._occlusion)
+
+    def _targeted_pass(self, name: str, docs, targets, setting: str, compute) -> list[dict]:
+        target_of = {content_key(d.alignment.input_ids, d.query_ids) + f"#t{int(t)}{setting}": int(t)
+                     for d, t in zip(docs, targets)}
+        return self._doc_pass(name, docs, lambda ds, keys: compute(ds, [target_of[k] for k in keys]),
+                              key_extra=[f"#t{int(t)}{setting}" for t in targets])
+
+    def _ig(self, docs: list[DocInput], targets: list[int], steps: int) -> list[dict]:
+        windows = [w for j, d in enumerate(docs) for w in self._windows(d.alignment, d.query_ids, j)]
+        stage = f"integrated gradients ({steps} steps)"
+        per_window: list[Any] = [None] * len(windows)
+        self._report(stage, 0, len(windows))
+        done = 0
+        for b in self._batches(windows):
+            t0 = time.perf_counter()
+            ws = [windows[i] for i in b]
+            ids, am, tt = self._collate(ws)  # (B, L)
+            base = ids.clone()
+            for r, w in enumerate(ws):
+                base[r, 1: 1 + w.num_doc_pieces] = self.pad_id
+            rows = max(len(ws), self.token_budget // ids.shape[1])  # interpolation rows per forward/backward
+            attr = integrated_gradients(self.model, ids, am, base, [targets[w.doc] for w in ws], tt, steps=steps,
+                                        internal_batch_size=rows)
+            sc = ig_token_scores(attr, am).float().cpu().numpy()
+            seconds = time.perf_counter() - t0
+            for r, (i, w, ms) in enumerate(zip(b, ws, _share_ms(ws, seconds))):
+                # captum runs the input and the baseline once to read their embedding outputs
+                per_window[i] = {"scores": sc[r, : w.length], "ms": ms, "forward": steps + 2, "backward": steps}
+            self._account(stage, ws, int(ids.shape[1]), seconds)
+            done += len(b)
+            self._report(stage, done, len(windows))
+        return self._per_doc_cost(self._gather(docs, windows, per_window, ["scores"]), docs, windows)
+
+    def _occlusion(self, docs: list[DocInput], targets: list[int]) -> list[dict]:
+        windows = [w for j, d in enumerate(docs) for w in self._windows(d.alignment, d.query_ids, j)]
+        n_windows = np.bincount([w.doc for w in windows], minlength=len(docs))
+        stage = "occlusion"
+        mask_id = self.tokenizer.mask_token_id if self.tokenizer.mask_token_id is not None else self.pad_id
+        per_window: list[Any] = [None] * len(windows)
+        self._report(stage, 0, len(windows))
+        for n, w in enumerate(windows):
+            if w.num_doc_pieces == 0:  # nothing to occlude
+                per_window[n] = {"scores": np.zeros(w.length), "ms": 0.0, "forward": 0, "backward": 0}
+                continue
+            t0 = time.perf_counter()
+            ids, am, tt = self._collate([w])  # (1, L)
+            words = docs[w.doc].alignment.piece_word[w.start: w.end]
+            _, group = np.unique(words, return_inverse=True)  # 0..G-1 per document piece, one group per word
+            feature_mask = torch.zeros_like(ids)  # [CLS], [SEP] and a query join group 0 and never change
+            feature_mask[0, 1: 1 + w.num_doc_pieces] = torch.as_tensor(group, dtype=ids.dtype)
+            replacement = ids.clone()
+            replacement[0, 1: 1 + w.num_doc_pieces] = mask_id
+            attr = occlusion(self.model, ids, am, feature_mask, replacement, [targets[w.doc]], tt,
+                             perturbations_per_eval=max(1, self.token_budget // w.length))
+            scores = attr[0].cpu().numpy() / n_windows[w.doc]
+            scores[0] = 0.0
+            scores[1 + w.num_doc_pieces:] = 0.0
+            seconds = time.perf_counter() - t0
+            per_window[n] = {"scores": scores, "ms": 1000 * seconds, "forward": 1 + (int(group.max()) + 1),
+                             "backward": 0}
+            self._account(stage, [w], w.length, seconds)
+            self._report(stage, n + 1, len(windows))
+        return self._per_doc_cost(self._gather(docs, windows, per_window, ["scores"]), docs, windows)
+
+    @staticmethod
+    def _per_doc_cost(out: list[dict], docs, windows) -> list[dict]:
+        """Model passes per document in passes over the whole input: window runs / windows."""
+        n_windows = np.bincount([w.doc for w in windows], minlength=len(docs))
+        for r, n in zip(out, n_windows):
+            for key in ("forward", "backward"):
+                r[key] = float(sum(r[key])) / n
+        return out
+
     def predict(self, inputs: Sequence[tuple[Alignment, list[int] | None]], stage: str = "faithfulness") -> list[np.ndarray]:
         """Class probabilities (mean over windows) of inputs ``(alignment, query_ids)``.
 
@@ -485,6 +610,12 @@ class Engine:
         out = [np.mean([table[k] for k in ks], axis=0) for ks in input_keys]
         self.cache.flush()
         return out
+
+
+def _share_ms(windows: Sequence[Window], seconds: float) -> list[float]:
+    """Milliseconds of a batch shared among its windows in proportion to their tokens."""
+    total = sum(w.length for w in windows) or 1
+    return [1000.0 * seconds * w.length / total for w in windows]
 
 
 def _is_adapler(model) -> bool:

@@ -21,10 +21,20 @@ Methods (``METHODS``):
   rollout, [CLS] row (as ``adapler.attention``). Both from the unpruned pass (``threshold_scale=0``),
   computed from the captured query/key projections (``adapler.attention.cls_attention_from_qk``,
   ``rollout_from_qk``), so the fast SDPA kernel runs the model.
+* ``integrated_gradients`` - captum's Integrated Gradients of the predicted class's logit on the
+  embedding output (``steps`` interpolation points, default 20; baseline = ``[PAD]`` at every word
+  piece of the document, [CLS]/[SEP] kept), token score = L2 over hidden as saliency.
+* ``occlusion`` - captum's feature ablation with one feature per word: each word's pieces replaced
+  by ``[MASK]`` in turn; score = drop of the predicted class's probability (signed).
 * ``random`` - uniform scores, seeded per (seed, annotation id): reproducible and independent of
   batch order or ``--limit``.
 * ``import`` - a user's ERASER results file: its hard and soft predictions, classification and
   faithfulness scores are taken as they are.
+
+Cost: every output carries ``extra["cost"]`` = ``{"forward", "backward", "ms"}``: model passes
+over the document (a document of several windows: window runs / windows) and the measured
+milliseconds of the passes the method needs (a shared pass is charged in full to every method that
+reads it: the unpruned forward to saliency and both attention methods, its backward to saliency).
 
 Piece scores become document-token scores with :meth:`eraser_eval.align.Alignment.to_words`
 (max over pieces). Lost tokens (no pieces) score 0 for every method.
@@ -33,6 +43,7 @@ Piece scores become document-token scores with :meth:`eraser_eval.align.Alignmen
 from __future__ import annotations
 
 import os
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,6 +60,8 @@ __all__ = [
     "AdapLeRMethod",
     "AttentionMethod",
     "ImportMethod",
+    "IntegratedGradientsMethod",
+    "OcclusionMethod",
     "RandomMethod",
     "RationaleMethod",
     "SaliencyMethod",
@@ -70,6 +83,14 @@ class RationaleMethod:
 
     def explain(self, docs: Sequence[DocInput], engine: Engine | None, context: dict) -> list[MethodOutput]:
         raise NotImplementedError
+
+
+def _cost(forward: float, backward: float, ms: float | None) -> dict:
+    return {"forward": forward, "backward": backward, "ms": ms}
+
+
+def _sum_ms(*parts: float | None) -> float | None:
+    return None if any(p is None for p in parts) else float(sum(parts))
 
 
 def _mask_lost(scores: np.ndarray, alignment: Alignment) -> np.ndarray:
@@ -111,7 +132,8 @@ class AdapLeRMethod(RationaleMethod):
                 hard=layer_masks[li].copy(),
                 layer_masks=layer_masks,
                 tiebreak=round_sig(d.alignment.to_words(tb_piece)),
-                extra={"probs_pruned": p["probs"], "layer_lengths": p.get("layer_lengths")},
+                extra={"probs_pruned": p["probs"], "layer_lengths": p.get("layer_lengths"),
+                       "cost": _cost(1, 0, p.get("ms"))},
             ))
         return outs
 
@@ -121,9 +143,10 @@ class SaliencyMethod(RationaleMethod):
     unpruned_outputs = ("saliency",)
 
     def explain(self, docs, engine, context):
-        sal = engine.saliency(docs, context["targets"])
-        return [MethodOutput(scores=round_sig(_mask_lost(d.alignment.to_words(s), d.alignment)))
-                for d, s in zip(docs, sal)]
+        passes = engine.unpruned(docs, targets=context["targets"], saliency=True)
+        return [MethodOutput(scores=round_sig(_mask_lost(d.alignment.to_words(p["saliency"]), d.alignment)),
+                             extra={"cost": _cost(1, 1, _sum_ms(p.get("ms_forward"), p.get("ms_backward")))})
+                for d, p in zip(docs, passes)]
 
 
 class AttentionMethod(RationaleMethod):
@@ -138,7 +161,8 @@ class AttentionMethod(RationaleMethod):
         base = context.get("base_attention")
         if base is None or any(key not in b for b in base):
             base = engine.unpruned(docs, attention=not self.rollout, rollout=self.rollout)
-        return [MethodOutput(scores=round_sig(_mask_lost(d.alignment.to_words(b[key]), d.alignment)))
+        return [MethodOutput(scores=round_sig(_mask_lost(d.alignment.to_words(b[key]), d.alignment)),
+                             extra={"cost": _cost(1, 0, b.get("ms_forward"))})
                 for d, b in zip(docs, base)]
 
 
@@ -152,9 +176,36 @@ class RandomMethod(RationaleMethod):
     def explain(self, docs, engine, context):
         outs = []
         for d in docs:
+            t0 = time.perf_counter()
             rng = np.random.default_rng([self.seed, zlib.crc32(d.annotation_id.encode())])
-            outs.append(MethodOutput(scores=round_sig(_mask_lost(rng.random(d.num_tokens), d.alignment))))
+            scores = round_sig(_mask_lost(rng.random(d.num_tokens), d.alignment))
+            outs.append(MethodOutput(scores=scores, extra={"cost": _cost(0, 0, 1000 * (time.perf_counter() - t0))}))
         return outs
+
+
+class IntegratedGradientsMethod(RationaleMethod):
+    name = "integrated_gradients"
+
+    def __init__(self, steps: int = 20):
+        if int(steps) < 1:
+            raise ValueError(f"Integrated Gradients needs at least 1 step, got {steps}")
+        self.steps = int(steps)
+
+    def explain(self, docs, engine, context):
+        res = engine.integrated_gradients(docs, context["targets"], self.steps)
+        return [MethodOutput(scores=round_sig(_mask_lost(d.alignment.to_words(r["scores"]), d.alignment)),
+                             extra={"cost": _cost(r["forward"], r["backward"], r["ms"])})
+                for d, r in zip(docs, res)]
+
+
+class OcclusionMethod(RationaleMethod):
+    name = "occlusion"
+
+    def explain(self, docs, engine, context):
+        res = engine.occlusion(docs, context["targets"])
+        return [MethodOutput(scores=round_sig(_mask_lost(d.alignment.to_words(r["scores"]), d.alignment)),
+                             extra={"cost": _cost(r["forward"], r["backward"], r["ms"])})
+                for d, r in zip(docs, res)]
 
 
 class ImportMethod(RationaleMethod):
@@ -204,13 +255,15 @@ METHODS: dict[str, Callable[..., RationaleMethod]] = {
     "saliency": lambda **kw: SaliencyMethod(),
     "attention": lambda **kw: AttentionMethod(rollout=False),
     "attention_rollout": lambda **kw: AttentionMethod(rollout=True),
+    "integrated_gradients": lambda **kw: IntegratedGradientsMethod(steps=kw.get("ig_steps", 20)),
+    "occlusion": lambda **kw: OcclusionMethod(),
     "random": lambda **kw: RandomMethod(seed=kw.get("seed", 0)),
     "import": lambda **kw: ImportMethod(kw["import_results"]),
 }
 
 
 def get_method(name: str, **kwargs) -> RationaleMethod:
-    """Build a method by name (``METHODS``); ``layer``, ``seed``, ``import_results`` as needed."""
+    """Build a method by name (``METHODS``); ``layer``, ``seed``, ``ig_steps``, ``import_results`` as needed."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
     if name == "import" and not kwargs.get("import_results"):

@@ -20,6 +20,8 @@ from .results_file import load_results_jsonl
 
 __all__ = [
     "DEFINITIONS",
+    "cost_figure",
+    "cost_table",
     "fpr_figure",
     "jsonable",
     "metric_bars_figure",
@@ -48,6 +50,11 @@ DEFINITIONS = {
     "examples, micro = pooled counts; examples without any non-rationale token are skipped and counted.",
     "hard_rationale": "AdapLeR: tokens alive at the chosen layer (default last). Other methods: top-k tokens by soft "
     "score, k = the split's mean human rationale length.",
+    "cost": "Model passes per example (forward, backward; a document of several windows counts window runs / "
+    "windows) and measured milliseconds per example of the passes the method needs; a shared pass is charged in "
+    "full to every method that reads it (the unpruned forward to saliency and both attention methods, its backward "
+    "to saliency). AdapLeR's cost is its pruned inference itself. Integrated Gradients: steps forward + backward "
+    "plus the input and baseline forwards; occlusion: the input plus one forward per word.",
     "alignment": "Document tokens are ERASER's whitespace tokens; a token's score is the max over its word pieces, "
     "and it is selected if any of its pieces is. Long documents are split into consecutive windows of "
     "max_length - 2 pieces; class probabilities are the mean over windows.",
@@ -153,6 +160,38 @@ def metric_bars_figure(summary, title: str = "Metrics per method"):
     return fig
 
 
+COST_COLUMNS = [("forward_passes", "forward passes"), ("backward_passes", "backward passes"),
+                ("ms_per_example", "ms per example")]
+QUALITY_COLUMNS = [("auprc", "AUPRC"), ("iou_f1_macro@0.5", "IOU-F1 (macro)"), ("token_f1_macro", "token F1 (macro)"),
+                   ("comprehensiveness", "comprehensiveness"), ("sufficiency", "sufficiency")]
+
+
+def cost_table(summary):
+    """Cost beside plausibility and faithfulness: one row per method, readable column names; None
+    when the summary has no cost columns."""
+    if summary is None or "ms_per_example" not in summary.columns:
+        return None
+    cols = [(c, label) for c, label in [("method", "method"), *COST_COLUMNS, *QUALITY_COLUMNS] if c in summary.columns]
+    return summary[[c for c, _ in cols]].rename(columns=dict(cols))
+
+
+def cost_figure(summary, title: str = "Plausibility against cost"):
+    """AUPRC and IOU-F1 (macro) of every method against its measured ms per example (log axis)."""
+    import plotly.graph_objects as go  # optional heavy dependency: only for figures
+
+    fig = go.Figure()
+    if summary is not None and "ms_per_example" in summary.columns:
+        rows = summary[summary["ms_per_example"].notna() & (summary["ms_per_example"] > 0)]
+        for col, label, symbol in (("auprc", "AUPRC", "circle"), ("iou_f1_macro@0.5", "IOU-F1 (macro)", "diamond")):
+            if col in rows.columns:
+                fig.add_trace(go.Scatter(x=rows["ms_per_example"], y=rows[col], mode="markers+text", name=label,
+                                         text=rows["method"], textposition="top center",
+                                         marker={"symbol": symbol, "size": 10}))
+    fig.update_layout(title=title, xaxis_title="measured ms per example (log)", yaxis_title="value (higher is better)",
+                      xaxis_type="log", template="plotly_white", legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
 # --------------------------------------------------------------------------------------------------
 # markdown / html
 
@@ -212,6 +251,11 @@ def _markdown(result) -> str:
     )
     out.append("## Metrics\n")
     out.append(_md_table(result.summary))
+    costs = cost_table(result.summary)
+    if costs is not None:
+        out.append("\n## Cost of each explanation, beside plausibility and faithfulness\n")
+        out.append("Model passes and measured milliseconds per example (see **cost** below).\n")
+        out.append(_md_table(costs))
     if result.fpr is not None and len(result.fpr):
         out.append("\n## False positive rate per layer (macro)\n")
         out.append(_md_table(_fpr_wide(result.fpr, "macro")))
@@ -264,6 +308,8 @@ def _html(result) -> str:
     if result.fpr is not None and len(result.fpr):
         figs.append(fpr_figure(result.fpr))
     figs.append(metric_bars_figure(result.summary))
+    if cost_table(result.summary) is not None:
+        figs.append(cost_figure(result.summary))
     parts = []
     for i, fig in enumerate(figs):
         # the first figure carries plotly.js inline: the file works offline and alone
@@ -284,6 +330,7 @@ th{{background:#f3f3f3}}.scroll{{overflow-x:auto}}</style></head><body>
 {esc(', '.join(cfg.get('methods', [])))}; hard rationale k = {esc(str(cfg.get('hard_rationale_k')))};
 AdapLeR layer {esc(str(cfg.get('layer')))}; faithfulness {esc(str(cfg.get('faithfulness')))}.</p>
 <h2>Metrics</h2>{_html_table(result.summary)}
+<h2>Cost of each explanation</h2>{_html_table(cost_table(result.summary))}
 <h2>Charts</h2>{''.join(parts)}
 <h2>FPR per layer (macro)</h2>{_html_table(_fpr_wide(result.fpr, 'macro'))}
 <h2>Alignment</h2><p>{esc(str(a.get('documents')))} documents, {esc(str(a.get('word_pieces')))} word pieces,

@@ -268,7 +268,22 @@ def _flat_summary(method: str, m: dict, iou_thresholds: Sequence[float]) -> dict
         row["fpr_micro_last_layer"] = last["micro"]
         row["fpr_macro_mean_over_layers"] = float(np.nanmean([r["macro"] for r in fpr]))
     row["rationale_length_mean"] = m.get("rationale_length_mean")
+    cost = m.get("cost")
+    if cost:
+        row.update(cost)
     return row
+
+
+def _mean_cost(outs: Sequence[MethodOutput]) -> dict | None:
+    """Mean model passes (forward, backward) and measured ms per example; None for a method without
+    a cost (an imported file). ms is None when some document's cost was not measured."""
+    costs = [o.extra["cost"] for o in outs if "cost" in o.extra]
+    if not costs:
+        return None
+    ms = [c["ms"] for c in costs]
+    return {"forward_passes": float(np.mean([c["forward"] for c in costs])),
+            "backward_passes": float(np.mean([c["backward"] for c in costs])),
+            "ms_per_example": None if any(x is None for x in ms) else float(np.mean(ms))}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -294,6 +309,7 @@ class EvalConfig:
         max_length: window length in pieces incl. specials (default ``config.max_position_embeddings``).
         faithfulness: ``"full"`` (comprehensiveness, sufficiency and AOPC), ``"basic"`` (no AOPC)
             or ``"none"``.
+        ig_steps: interpolation steps of ``integrated_gradients``.
         fpr: compute FPR per layer (needs an AdapLeR model).
         threshold_scale: multiplies AdapLeR's learned thresholds for the ``adapler`` method.
         faithfulness_threshold_scale: threshold scale of every prediction used for classification and
@@ -321,6 +337,7 @@ class EvalConfig:
     iou_thresholds: Sequence[float] = (0.5,)
     fpr: bool = True
     seed: int = 0
+    ig_steps: int = 20
     threshold_scale: float = 1.0
     faithfulness_threshold_scale: float = 0.0
     cache_dir: str | os.PathLike | None = None
@@ -378,7 +395,8 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
     ds = load_dataset(config.dataset, config.split, config.data_dir, limit=config.limit, ids=config.ids)
     timings["load_data_s"] = time.perf_counter() - t
     method_objs: list[RationaleMethod] = [
-        get_method(m, layer=config.layer, seed=config.seed, import_results=config.import_results) for m in methods
+        get_method(m, layer=config.layer, seed=config.seed, ig_steps=config.ig_steps,
+                   import_results=config.import_results) for m in methods
     ]
     need_model = any(m.needs_model for m in method_objs) or (config.faithfulness != "none" and any(
         not isinstance(m, ImportMethod) for m in method_objs))
@@ -398,7 +416,7 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
         raise ValueError("a tokenizer (or a model folder with one) is needed to align documents")
     timings["load_model_s"] = time.perf_counter() - t
 
-    stages = ["forward (unpruned)", "forward (AdapLeR", "saliency", "faithfulness"]
+    stages = ["forward (unpruned)", "forward (AdapLeR", "saliency", "integrated gradients", "occlusion", "faithfulness"]
     prog = _Progress(stages, progress, config.show_progress)
     if model is not None:
         if cache_dir is None and config.out_dir is not None:
@@ -534,6 +552,9 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
         gold = {docs[i].annotation_id: gold_all[docs[i].annotation_id] for i in idx}
         m = M.score_records(recs, gold, config.iou_thresholds, labels=labels)
         m["rationale_length_mean"] = float(np.mean([hard[name][i].sum() for i in idx])) if idx else 0.0
+        cost = _mean_cost([outputs[name][i] for i in idx])
+        if cost is not None:
+            m["cost"] = cost
         if name == "adapler":
             pruned = [outputs[name][i].extra["probs_pruned"] for i in idx]
             m["accuracy_pruned"] = float(np.mean(
@@ -620,6 +641,7 @@ def evaluate(config: EvalConfig | None = None, /, *, progress: ProgressCallback 
         "threshold_scale": config.threshold_scale,
         "faithfulness_threshold_scale": config.faithfulness_threshold_scale,
         "seed": config.seed,
+        "ig_steps": config.ig_steps,
     }
     result = EvaluationResult(
         dataset=config.dataset, split=config.split, config=settings, metrics=all_metrics, summary=summary, fpr=fpr_df,

@@ -121,11 +121,11 @@ def client(server):
 
 
 OUT = ["status", "prediction", "prediction_details", "window", "heatmap", "lengths", "rationales", "metrics_note",
-       "metrics", "speed", "speed_note", "download_json", "download_csv"]
+       "metrics", "speed", "speed_note", "download_json", "download_csv", "cost"]
 
 
-def analyze(client, server, text, scale=1.0):
-    res = client.predict(server["state"].default_choice, "", text, scale, api_name="/analyze")
+def analyze(client, server, text, scale=1.0, slow=False):
+    res = client.predict(server["state"].default_choice, "", text, scale, slow, api_name="/analyze")
     assert len(res) == len(OUT)
     return dict(zip(OUT, res))
 
@@ -221,6 +221,32 @@ def test_rationales_equal_size(client, server):
     for chunk in html.split('class="rx-panel"')[1:]:
         assert chunk.count('class="rx-w') == len(words)
         assert chunk.count("rx-w rx-sel") == k
+
+
+def test_slow_methods_checkbox_adds_ig_occlusion_and_every_cost(client, server):
+    from app.analysis import METHOD_TITLES  # here, not at the top: Gradio loads only for the tests that use the app
+
+    text = "Despite a slow start, the final act is genuinely moving and the cast is superb."
+    fast = analyze(client, server, text)
+    assert re.findall(r'data-method="([a-z_]+)"', fast["rationales"]) == [
+        "adapler", "saliency", "attention", "attention_rollout"]
+    assert len(fast["cost"]["data"]) == 4
+    out = analyze(client, server, text, slow=True)
+    no_traceback(out)
+    assert re.findall(r'data-method="([a-z_]+)"', out["rationales"]) == [
+        "adapler", "saliency", "attention", "attention_rollout", "integrated_gradients", "occlusion"]
+    cost = {r[0]: r[1:] for r in out["cost"]["data"]}  # method -> forward, backward, ms
+    passes = {METHOD_TITLES[m]: p for m, p in [("adapler", (1, 0)), ("saliency", (1, 1)), ("attention", (1, 0)),
+                                                ("attention_rollout", (1, 0)), ("integrated_gradients", (22, 20))]}
+    for title, (f, b) in passes.items():
+        assert (float(cost[title][0]), float(cost[title][1])) == (f, b), title
+    words = text.split()
+    assert float(cost[METHOD_TITLES["occlusion"]][0]) == 1 + len(words)  # the input + one per word
+    assert all(float(r[3]) > 0 for r in out["cost"]["data"])  # measured ms
+    raw = client.predict(text, 1.0, "", "", True, api_name="/analyze_json")
+    assert raw["cost"]["integrated_gradients"]["backward"] == 20
+    for m in ("integrated_gradients", "occlusion"):
+        assert sum(w[f"{m}_selected"] for w in raw["words"]) == raw["rationale_size_k"]
 
 
 def test_dataset_example_with_human_rationale(client, server):

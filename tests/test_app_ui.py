@@ -40,7 +40,9 @@ def fake_analysis(human: bool = True, windows: int = 1) -> Analysis:
         scored=np.ones(4, dtype=bool), windows=wins, probs=np.array([0.8, 0.2]), probs_full=np.array([0.7, 0.3]),
         methods=methods, k=2, human=np.array([False, False, True, False]) if human else None,
         human_source="hatexplain test, annotation x" if human else None, metrics=metrics if human else None,
-        speed=speed, notices=["a notice <b>escaped</b>"], timings_ms={"total": 12.3})
+        speed=speed, notices=["a notice <b>escaped</b>"], timings_ms={"total": 12.3},
+        costs={"adapler": {"forward": 1, "backward": 0, "ms": 1.5}, "saliency": {"forward": 1, "backward": 1, "ms": 4.0},
+               "integrated_gradients": {"forward": 22, "backward": 20, "ms": 80.0}})
 
 
 def test_tables_and_details():
@@ -51,6 +53,9 @@ def test_tables_and_details():
     metrics = ui.metrics_table(a)
     assert len(metrics) == len(METHOD_ORDER) and metrics["token_f1"].iloc[0] == 0.667
     assert ui.metrics_table(fake_analysis(human=False)).empty
+    cost = ui.cost_table(a)  # in METHOD_ORDER, only the methods that ran
+    assert list(cost["method"]) == [A.METHOD_TITLES[m] for m in ("adapler", "saliency", "integrated_gradients")]
+    assert cost.iloc[2][["forward passes", "backward passes", "measured ms"]].tolist() == [22, 20, 80.0]
     details = ui.prediction_details(a)
     assert "negative 0.800" in details and "same class" in details
 
@@ -76,11 +81,16 @@ def test_run_analysis_handler(monkeypatch):
     """The Explore handler: outputs for a result, a readable message for a user error, no traceback."""
     state = ui.AppState.__new__(ui.AppState)  # no models or data folders needed
     monkeypatch.setattr(ui.AppState, "bundle", lambda self, choice, local: object())
-    monkeypatch.setattr(A, "analyze", lambda bundle, text, scale, human: fake_analysis())
+    asked = {}
+    monkeypatch.setattr(A, "analyze", lambda bundle, text, scale, human, slow_methods: asked.update(
+        slow=slow_methods) or fake_analysis())
     out = ui.run_analysis(state, "fake", "", "a truly awful film", 1.0, None)
-    assert out[1] == {"negative": 0.8, "positive": 0.2} and out[-1].words == WORDS
+    assert out[1] == {"negative": 0.8, "positive": 0.2} and out[-1].words == WORDS and asked["slow"] is False
+    assert len(out[-2]) == 3  # the cost table
+    ui.run_analysis(state, "fake", "", "a truly awful film", 1.0, None, True)
+    assert asked["slow"] is True
 
-    def fail(*args):
+    def fail(*args, **kwargs):
         raise A.UserError("Type a sentence")
 
     monkeypatch.setattr(A, "analyze", fail)

@@ -103,5 +103,28 @@ def test_forward_rejects_unknown_and_conflicting_arguments():
         model(input_ids=ids, attention_mask=mask, treshold_scale=0.5)  # misspelt: no longer swallowed
     with pytest.raises(ValueError, match="exactly one"):
         model(input_ids=ids, inputs_embeds=model.bert.embeddings.word_embeddings(ids))
-    with pytest.raises(ValueError, match="output_hidden_states"):
-        model(input_ids=ids, output_hidden_states=True)
+
+
+def test_hidden_states_in_original_positions():
+    """output_hidden_states (ferret and other HF tools ask for it): unpruned = BERT's own hidden states;
+    pruned: drop and masked agree on processed tokens, 0 on removed ones."""
+    torch.manual_seed(0)
+    model = AdapLeRForSequenceClassification(tiny_config()).eval()
+    model.eta.data = torch.tensor([0.6, 0.8, 0.9])
+    ids, mask = _batch()
+    with torch.no_grad():
+        bert = model.bert(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        unpruned = model(input_ids=ids, attention_mask=mask, threshold_scale=0.0, output_hidden_states=True)
+        drop = model(input_ids=ids, attention_mask=mask, mode="drop", threshold_scale=6.0,
+                     output_hidden_states=True)
+        masked = model(input_ids=ids, attention_mask=mask, mode="masked", threshold_scale=6.0,
+                       output_hidden_states=True)
+    assert len(unpruned.hidden_states) == model.config.num_hidden_layers + 1
+    real = mask.bool()[..., None]
+    for ours, ref in zip(unpruned.hidden_states, bert):
+        torch.testing.assert_close(ours * real, ref * real, rtol=1e-4, atol=1e-5)
+    assert not drop.keep_masks[:, -1][mask.bool()].all()  # something is pruned
+    for l, (d, m) in enumerate(zip(drop.hidden_states[1:], masked.hidden_states[1:])):
+        kept = drop.keep_masks[:, l][..., None]
+        assert (d[~kept.expand_as(d)] == 0).all() and (m[~kept.expand_as(m)] == 0).all()
+        torch.testing.assert_close(d, m, rtol=1e-4, atol=1e-4)
