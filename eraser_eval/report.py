@@ -2,7 +2,7 @@
 ``report.html`` (plotly, script inlined, works offline), ``<method>.results.jsonl`` in ERASER's
 results schema (scoreable by ``rationale_benchmark/metrics.py`` unchanged) and ``examples.jsonl``
 (per-example records: the document's tokens, the human rationale and every method's hard
-rationale as spans; what the explorer's disagreement table reads, see :data:`EXAMPLES_FILE`).
+rationale as spans; what the explorer's disagreement table reads, see :data:`EXAMPLES_JSONL`).
 
 Column and method names of tables meant for people go through :func:`metric_label` and
 :func:`method_label` (the one mapping; the CSV and JSON files keep the raw keys).
@@ -29,7 +29,7 @@ from .results_file import load_results_jsonl
 
 __all__ = [
     "DEFINITIONS",
-    "EXAMPLES_FILE",
+    "EXAMPLES_JSONL",
     "example_records",
     "fpr_figure",
     "jsonable",
@@ -43,7 +43,7 @@ __all__ = [
     "write_results_jsonl",
 ]
 
-EXAMPLES_FILE = "examples.jsonl"  # one line per annotation, see example_records
+EXAMPLES_JSONL = "examples.jsonl"  # one line per annotation, see example_records
 
 METRIC_LABELS = {
     "method": "method",
@@ -415,5 +415,5 @@ def write_report(result, out_dir: str | os.PathLike) -> dict[str, Path]:
         p = out / f"{name}.results.jsonl"
         write_results_jsonl(p, recs)
         paths[p.name] = p
-    paths[EXAMPLES_FILE] = write_results_jsonl(out / EXAMPLES_FILE, example_records(result))
+    paths[EXAMPLES_JSONL] = write_results_jsonl(out / EXAMPLES_JSONL, example_records(result))
     return paths
