@@ -365,7 +365,7 @@ def _report_model_choice(state: AppState, model: str | None):
 
 
 def run_live_eval(state: AppState, choice, local_path, dataset, n, progress=gr.Progress()):
-    hidden = (gr.update(visible=False),) * 3
+    hidden = ("", None, None, gr.Column(visible=False))
     try:
         if not dataset:
             raise A.UserError(NO_DATA_SENTENCE)
@@ -380,10 +380,10 @@ def run_live_eval(state: AppState, choice, local_path, dataset, n, progress=gr.P
                "take the top-k words, k = the split's mean human rationale length.")
         if res.warnings:
             msg += f"  \n{len(res.warnings)} warning(s), e.g. {P.esc(res.warnings[0])}"
-        return (msg, gr.update(value=_metrics_html(res.summary, "live-metrics"), visible=True),
-                gr.update(value=fpr_figure(res.fpr, f"{dataset}: FPR per layer (live, n={n})"), visible=True),
-                gr.update(value=metric_bars_figure(res.summary, f"{dataset}: metrics per method (live, n={n})"),
-                          visible=True))
+        return (msg, _metrics_html(res.summary, "live-metrics"),
+                fpr_figure(res.fpr, f"{dataset}: FPR per layer (live, n={n})"),
+                metric_bars_figure(res.summary, f"{dataset}: metrics per method (live, n={n})"),
+                gr.Column(visible=True))
     except A.UserError as e:
         return (str(e), *hidden)
     except Exception as e:
@@ -505,10 +505,11 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
                                           elem_id="live-dataset")
                     live_n = gr.Slider(1, 50, value=10, step=1, label="Examples (N)", elem_id="live-n")
                     live_btn = gr.Button("Run evaluation", elem_id="live-run", interactive=bool(avail))
-                live_table = gr.HTML(elem_id="live-table", visible=False)
-                with gr.Row():
-                    live_fpr = gr.Plot(label="FPR per layer", elem_id="live-fpr", visible=False)
-                    live_bars = gr.Plot(label="Metrics", elem_id="live-bars", visible=False)
+                with gr.Column(visible=False) as live_results:  # shown once a run has results: no empty plots
+                    live_table = gr.HTML(elem_id="live-table")
+                    with gr.Row():
+                        live_fpr = gr.Plot(label="FPR per layer", elem_id="live-fpr")
+                        live_bars = gr.Plot(label="Metrics", elem_id="live-bars")
 
             with gr.Tab("About", elem_id="tab-about"):
                 gr.Markdown(ABOUT)
@@ -563,7 +564,7 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
                          api_visibility="private").then(_run, inputs, outputs, api_visibility="private",
                                                         concurrency_id="analysis")
         live_btn.click(lambda c, p, d, n, progress=gr.Progress(): run_live_eval(state, c, p, d, n, progress),
-                       [picker, local_path, live_ds, live_n], [live_md, live_table, live_fpr, live_bars],
+                       [picker, local_path, live_ds, live_n], [live_md, live_table, live_fpr, live_bars, live_results],
                        api_name="live_evaluation", concurrency_limit=1)
 
         def analyze_json(text: str, threshold_scale: float = 1.0, model: str = "", example: str = "") -> dict:
