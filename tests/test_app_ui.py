@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
+from test_eraser_disagreement import RECORDS
 
 from app import analysis as A
 from app import plots as P
 from app import ui
 from eraser_eval.analysis import METHOD_ORDER, Analysis, InputError, WindowResult, analyze_text
+from eraser_eval.report import DEFINITIONS, method_label, metric_label
 
 WORDS = ["a", "truly", "awful", "film"]
 
@@ -102,10 +105,6 @@ def test_library_rejects_bad_scale(scale):
 
 
 def test_metrics_table_html_is_readable():
-    import pandas as pd
-
-    from eraser_eval.report import DEFINITIONS, method_label, metric_label
-
     summary = pd.DataFrame([{"method": "adapler", "n": 1924, "iou_f1_macro@0.5": 0.26484, "accuracy_pruned": 0.79},
                             {"method": "<b>x</b>", "n": 1924, "iou_f1_macro@0.5": 0.1749, "accuracy_pruned": None}])
     html = P.metrics_table_html(summary, metric_label, method_label, DEFINITIONS)
@@ -118,8 +117,6 @@ def test_metrics_table_html_is_readable():
 
 @pytest.fixture
 def report_state(tmp_path):
-    from test_eraser_disagreement import RECORDS
-
     rep = tmp_path / "reports" / "hatexplain"
     rep.mkdir(parents=True)
     (rep / "report.md").write_text("# ERASER evaluation: hatexplain / test\n\nModel `m`.\n\n## Metrics\n\n| a |\n|---|\n")
