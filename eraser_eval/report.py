@@ -236,17 +236,20 @@ BAR_METRICS = ["token_f1_macro", "iou_f1_macro@0.5", "auprc", "comprehensiveness
 
 
 def metric_bars_figure(summary, title: str = "Metrics per method"):
-    """Grouped bars: one group per metric, one bar per method."""
+    """Grouped horizontal bars: one group per metric (its readable name on the y axis, never rotated or
+    cut), one bar per method."""
     import plotly.graph_objects as go  # optional heavy dependency: only for figures
 
     fig = go.Figure()
     cols = [c for c in BAR_METRICS if summary is not None and c in summary.columns]
-    for _, row in (summary.iterrows() if summary is not None else []):
-        ys = [row[c] for c in cols]
-        fig.add_trace(go.Bar(name=method_label(str(row["method"])), x=[metric_label(c) for c in cols],
-                             y=[None if y is None or (isinstance(y, float) and math.isnan(y)) else y for y in ys]))
-    fig.update_layout(title=title, barmode="group", template="plotly_white", yaxis_title="value",
-                      legend={"orientation": "h", "y": -0.2})
+    rows = list(summary.iterrows()) if summary is not None else []
+    for _, row in rows:
+        xs = [row[c] for c in cols]
+        fig.add_trace(go.Bar(name=method_label(str(row["method"])), y=[metric_label(c) for c in cols], orientation="h",
+                             x=[None if x is None or (isinstance(x, float) and math.isnan(x)) else x for x in xs]))
+    fig.update_layout(title=title, barmode="group", template="plotly_white", xaxis_title="value",
+                      yaxis={"autorange": "reversed"}, height=max(360, 140 + 12 * len(cols) * max(1, len(rows))),
+                      legend={"orientation": "h", "y": -0.12})
     return fig
 
 

@@ -131,6 +131,8 @@ def report_state(tmp_path):
 def test_disagreement_section(report_state):
     head, table, fpr, bars, images, files, full, note, by, dis, dis_state = ui.show_report(report_state, "hatexplain")
     assert head.startswith("# ERASER evaluation") and "## Metrics" not in head and full.startswith("## Metrics")
+    assert [(t.name, tuple(t.y)) for t in bars["value"].data] == [("AdapLeR", ("token F1 (macro)",)),
+                                                                   ("gradient x input", ("token F1 (macro)",))]
     assert by["value"] == "iou_f1_human" and ("AdapLeR vs gradient x input (overlap)", "overlap_saliency") in by["choices"]
     df = dis["value"]
     assert list(df["annotation"]) == ["a", "b"]  # IOU-F1 0 before 2/3; "c" has no human rationale
