@@ -78,11 +78,11 @@ _IOU_KEY = re.compile(r"iou_f1_(micro|macro)@([0-9.]+)")
 
 
 def metric_label(key: str) -> str:
-    """Readable name of a summary column (``iou_f1_macro@0.5`` -> ``IOU-F1@0.5 (macro)``); unknown keys
+    """Readable name of a summary column (``iou_f1_macro@0.5`` -> ``IOU-F1 @0.5 (macro)``); unknown keys
     get their underscores replaced, so columns added later still read as words."""
     m = _IOU_KEY.fullmatch(key)
     if m:
-        return f"IOU-F1@{m.group(2)} ({m.group(1)})"
+        return f"IOU-F1 @{m.group(2)} ({m.group(1)})"  # "IOU-F1@0.5" would render as an e-mail link
     return METRIC_LABELS.get(key, key.replace("_", " "))
 
 

@@ -239,12 +239,13 @@ def test_report_tab_is_readable_at_1280px(page, tmp_path):
     assert page.viewport_size["width"] == 1280
     _open_report(page, "hatexplain")
     header = page.locator("#report-table tbody th").all_text_contents()
-    assert "token F1 (macro)" in header and "IOU-F1@0.5 (macro)" in header and "AUPRC" in header
+    assert "token F1 (macro)" in header and "IOU-F1 @0.5 (macro)" in header and "AUPRC" in header
     assert "token_f1_macro" not in page.locator("#report-table").inner_text()
     assert page.locator("#report-table thead th").all_text_contents()[:3] == ["metric", "AdapLeR", "gradient x input"]
     page.wait_for_selector("#disagree-table table", timeout=60_000)
     page.get_by_text("Full report (report.md)").click()  # its tables too
     page.wait_for_selector("#report-full table", timeout=30_000)
+    assert page.locator("#report-full a[href^='mailto:']").count() == 0  # no metric name taken for an e-mail
     problems = page.evaluate(LAYOUT_PROBLEMS_JS, "#tab-report")
     _save_screenshot(page, tmp_path, "app_report_tab.png")
     assert not problems, problems
@@ -257,7 +258,7 @@ def test_old_report_says_how_to_remake(page, tmp_path):
                            timeout=30_000)
     assert "--out assets/reports/movies" in page.locator("#disagree-note").inner_text()
     assert not page.locator("#disagree-table").is_visible()
-    assert "IOU-F1@0.5 (macro)" in page.locator("#report-table").inner_text()
+    assert "IOU-F1 @0.5 (macro)" in page.locator("#report-table").inner_text()
     problems = page.evaluate(LAYOUT_PROBLEMS_JS, "#tab-report")
     _save_screenshot(page, tmp_path, "app_report_tab_old_report.png")
     assert not problems, problems

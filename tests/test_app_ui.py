@@ -109,7 +109,7 @@ def test_metrics_table_html_is_readable():
                             {"method": "<b>x</b>", "n": 1924, "iou_f1_macro@0.5": 0.1749, "accuracy_pruned": None}])
     html = P.metrics_table_html(summary, metric_label, method_label, DEFINITIONS)
     assert "<th>AdapLeR</th><th>&lt;b&gt;x&lt;/b&gt;</th>" in html  # methods are columns, escaped
-    assert ">IOU-F1@0.5 (macro)</th><td>0.2648</td><td>0.1749</td>" in html
+    assert ">IOU-F1 @0.5 (macro)</th><td>0.2648</td><td>0.1749</td>" in html
     assert ">examples</th><td>1,924</td>" in html and "<td>–</td>" in html  # NaN shown as a dash
     assert 'title="ERASER IOU-F1' in html  # hover: the definition
     assert "white-space: nowrap" in html and 'class="rx-scroll"' in html

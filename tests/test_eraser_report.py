@@ -206,9 +206,9 @@ def test_examples_file_and_disagreement(result):
 def test_readable_labels(result):
     _, out = result
     md = (out / "report.md").read_text()
-    assert "| token F1 (macro) |" in md and "IOU-F1@0.5 (macro)" in md and "token_f1_macro" not in md
+    assert "| token F1 (macro) |" in md and "IOU-F1 @0.5 (macro)" in md and "token_f1_macro" not in md
     assert metric_label("aopc_comprehensiveness") == "AOPC comprehensiveness"
-    assert metric_label("iou_f1_micro@0.25") == "IOU-F1@0.25 (micro)"
+    assert metric_label("iou_f1_micro@0.25") == "IOU-F1 @0.25 (micro)"
     assert metric_label("ms_per_example") == "ms per example"  # a column added later still reads as words
     assert method_label("attention_rollout") == "attention rollout"
 
