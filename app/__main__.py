@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None,
                         help="data folder (layout: docs/data.md), for dataset examples with human rationales "
                              "and the live ERASER evaluation (default: $ADAPLER_DATA_DIR)")
+    parser.add_argument("--reports-dir", default=None,
+                        help="folder of ERASER reports, one sub-folder per report as `python -m eraser_eval --out` writes "
+                             "it, for the report tab (default: the repository's assets/reports/)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("ADAPLER_APP_THREADS", "1")),
                         help="torch intra-op threads (default 1: requests are served one model pass at a time, and on "
                              "a small shared CPU a second thread mostly waits; $ADAPLER_APP_THREADS)")
@@ -52,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.max_models < 1:
         print(f"error: --max-models {args.max_models}: keep at least one model loaded", file=sys.stderr)
+        return 2
+    if args.reports_dir and not os.path.isdir(args.reports_dir):
+        print(f"error: --reports-dir {args.reports_dir}: no such folder", file=sys.stderr)
         return 2
 
     # Heavy imports after argument checks, so that --help and bad arguments answer at once.
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     # Gradio is imported here, while the preload thread loads the model (the two overlap)
     from .ui import LOCAL_CHOICE, build_demo
 
-    demo = build_demo(args.model, args.data_dir, allow_local_paths=args.allow_local_paths)
+    demo = build_demo(args.model, args.data_dir, reports_dir=args.reports_dir, allow_local_paths=args.allow_local_paths)
     if args.allow_local_paths:
         log.warning("--allow-local-paths: visitors can load any model folder on this machine by its path")
     if loader is not None:

@@ -24,6 +24,8 @@ from eraser_eval.analysis import Analysis, InputError, analyze_text
 from eraser_eval.cache import LRUTable
 from eraser_eval.data import EraserDataError, load_dataset, resolve_data_root
 from eraser_eval.engine import Engine
+from eraser_eval.metrics import spans_to_mask
+from eraser_eval.report import EXAMPLES_JSONL, read_examples_jsonl
 from eraser_eval.runner import EvalConfig, evaluate, load_model
 
 log = logging.getLogger("app")
@@ -215,6 +217,15 @@ class HumanExample:
         return f"{DATASET_TITLES.get(self.dataset, self.dataset)} · {self.label} · {head}{' …' if len(self.tokens) > 9 else ''}"
 
 
+def human_from_record(dataset: str, record: dict) -> HumanExample:
+    """A report's per-example record (``examples.jsonl``) as a dataset example: its stored tokens and
+    human rationale, so it opens in the Explore tab without the data folder."""
+    tokens = [str(t) for t in record["tokens"]]
+    gold = spans_to_mask(record.get("human", []), len(tokens))
+    return HumanExample(f"{dataset}:{record['annotation_id']}", dataset, str(record["annotation_id"]),
+                        " ".join(tokens), tokens, [bool(x) for x in gold], str(record.get("label", "")))
+
+
 def load_human_examples(data_dir: str | os.PathLike | None, per_dataset: int = 6) -> list[HumanExample]:
     """Test-split examples with human rationales from the local data folder (hidden if absent).
 
@@ -294,26 +305,32 @@ def report_tasks(reports_dir: str | os.PathLike | None = None) -> list[str]:
 
 
 def read_report(task: str, reports_dir: str | os.PathLike | None = None) -> dict:
-    """The shipped report files of one task: markdown, summary table, FPR table, images, HTML."""
+    """The shipped report files of one task: markdown, summary table, FPR table, images, HTML, and the
+    per-example records (``examples`` is None for a report made before they were written)."""
     root = Path(reports_dir) if reports_dir else REPORTS_DIR
     folder = (root / task).resolve()
     if root.resolve() not in folder.parents or not folder.is_dir():
         raise UserError(f"No shipped report for {task!r}.")
-    out: dict[str, Any] = {"folder": folder, "markdown": None, "summary": None, "fpr": None,
-                           "images": [], "files": []}
+    out: dict[str, Any] = {"folder": folder, "markdown": None, "summary": None, "fpr": None, "examples": None,
+                           "dataset": task, "model": None, "images": [], "files": []}
     if (folder / "report.md").is_file():
         out["markdown"] = (folder / "report.md").read_text(encoding="utf-8")
     if (folder / "metrics.csv").is_file():
         out["summary"] = pd.read_csv(folder / "metrics.csv")
-    elif (folder / "metrics.json").is_file():
+    if (folder / "metrics.json").is_file():
         data = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         out["metrics_json"] = data
+        out["dataset"] = data.get("dataset") or task
+        out["model"] = (data.get("config") or {}).get("model")
+    if (folder / EXAMPLES_JSONL).is_file():
+        out["examples"] = read_examples_jsonl(folder / EXAMPLES_JSONL)
     if (folder / "fpr.csv").is_file():
         out["fpr"] = pd.read_csv(folder / "fpr.csv")
     for p in sorted(folder.rglob("*")):
         if p.is_file() and p.suffix.lower() in (".png", ".svg", ".jpg", ".jpeg", ".webp"):
             out["images"].append(p)
-        elif p.is_file() and p.name in ("metrics.json", "metrics.csv", "fpr.csv", "report.md", "report.html"):
+        elif p.is_file() and p.name in ("metrics.json", "metrics.csv", "fpr.csv", "report.md", "report.html",
+                                        EXAMPLES_JSONL):
             out["files"].append(p)
     return out
 

@@ -195,6 +195,38 @@ def rationales_html(analysis, titles: dict[str, str], order) -> str:
     return f'<style>{CSS}</style><div class="rx-grid" id="rationale-panels">{"".join(panels)}</div>'
 
 
+def _cell(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer() and abs(v) >= 10):
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.4f}"
+    return str(v)
+
+
+def metrics_table_html(summary, metric_label, method_label, definitions: dict[str, str] | None = None,
+                       table_id: str = "") -> str:
+    """One row per metric, one column per method (a summary with 20 metrics stays narrow), readable
+    labels, numbers on one line, the table in a horizontal scroller; hover a metric for its definition.
+
+    ``summary``: one row per method (``metrics.csv``); ``metric_label`` / ``method_label``: key -> label."""
+    if summary is None or not len(summary) or "method" not in summary.columns:
+        return f"<style>{CSS}</style><p class='rx-none'>No metrics table in this report.</p>"
+    definitions = definitions or {}
+    methods = [str(m) for m in summary["method"]]
+    head = "".join(f"<th>{esc(method_label(m))}</th>" for m in methods)
+    rows = []
+    for key in [c for c in summary.columns if c != "method"]:
+        tip = next((d for k, d in definitions.items() if str(key).startswith(k)), "")
+        cells = "".join(f"<td>{esc(_cell(v))}</td>" for v in summary[key].tolist())
+        rows.append(f'<tr><th scope="row" title="{esc(tip)}">{esc(metric_label(str(key)))}</th>{cells}</tr>')
+    return (f'<style>{CSS}</style><div class="rx-scroll"><table class="rx-table" id="{esc(table_id)}">'
+            f'<thead><tr><th>metric</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+
+
 def notices_html(notices, error: str | None = None) -> str:
     items = []
     if error:
@@ -215,4 +247,11 @@ CSS = """
 .rx-legend { font-size: .8em; opacity: .7; margin-top: 6px; }
 .rx-error { background: #fdecea; color: #b71c1c; border-radius: 6px; padding: 8px 10px; margin: 4px 0; }
 .rx-notice { background: #fff8e1; color: #5d4037; border-radius: 6px; padding: 6px 10px; margin: 4px 0; }
+.rx-scroll { overflow-x: auto; max-width: 100%; }
+.rx-table { border-collapse: collapse; font-size: .9em; }
+.rx-table th, .rx-table td { white-space: nowrap; padding: 3px 12px; border-bottom: 1px solid var(--border-color-primary, #ddd); }
+.rx-table td { text-align: right; font-variant-numeric: tabular-nums; }
+.rx-table tbody th { text-align: left; font-weight: 500; }
+#report-full table { display: block; overflow-x: auto; max-width: 100%; }
+#report-full th, #report-full td { white-space: nowrap; }
 """

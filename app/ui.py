@@ -21,7 +21,8 @@ import pandas as pd
 from adapler.data import data_root
 from eraser_eval.analysis import METHOD_ORDER
 from eraser_eval.data import dataset_dir, resolve_data_root
-from eraser_eval.report import fpr_figure, metric_bars_figure
+from eraser_eval.disagreement import agreement_columns, rank_disagreement
+from eraser_eval.report import DEFINITIONS, fpr_figure, method_label, metric_bars_figure, metric_label
 
 from . import analysis as A
 from . import plots as P
@@ -269,53 +270,146 @@ def show_window(a: A.Analysis | None, choice):
 # ERASER report tab
 
 
+DISAGREE_ROWS = 100  # most-disagreeing examples listed
+NO_DATA_SENTENCE = ("Live evaluation needs the ERASER data: start the app with `--data-dir DIR` or set "
+                    "`ADAPLER_DATA_DIR` (layout: docs/data.md).")
+
+
+def _metrics_html(summary, table_id: str) -> str:
+    return P.metrics_table_html(summary, metric_label, method_label, DEFINITIONS, table_id)
+
+
+def _split_report(markdown: str | None, task: str) -> tuple[str, str]:
+    """report.md as its head (title, model, settings) and the rest (shown folded: tables, definitions)."""
+    if not markdown:
+        return f"`{task}`: no report.md in the report folder.", ""
+    head, sep, rest = markdown.partition("\n## Metrics")
+    return head, (sep.lstrip("\n") + rest) if sep else ""
+
+
+def _measure_label(col: str, method: str = "adapler") -> str:
+    who = method_label(method)
+    if col.endswith("_human"):
+        return f"{who} vs human ({'IOU-F1' if col.startswith('iou') else 'token F1'})"
+    return f"{who} vs {method_label(col.removeprefix('overlap_'))} (overlap)"
+
+
+def _remake_command(rep: dict, task: str) -> str:
+    cfg = (rep.get("metrics_json") or {}).get("config") or {}
+    return (f"python -m eraser_eval --dataset {rep['dataset']} --split {cfg.get('split', 'test')} "
+            f"--model {cfg.get('model') or 'MODEL'} --methods {','.join(cfg.get('methods') or ['adapler', 'saliency'])} "
+            f"--faithfulness {cfg.get('faithfulness', 'full')} --out assets/reports/{task}")
+
+
+def disagreement_view(records: list[dict], by: str) -> pd.DataFrame:
+    """The ``DISAGREE_ROWS`` examples with the lowest agreement ``by``, readable columns, one line each;
+    the last column is the annotation id (what a click opens)."""
+    ranked = rank_disagreement(records, by).head(DISAGREE_ROWS)
+    cols = [c for c in agreement_columns(records) if ranked[c].notna().any()]
+    out = pd.DataFrame({
+        "rank": range(1, len(ranked) + 1),
+        "example": [" ".join(records[i]["tokens"][:12]) + (" …" if len(records[i]["tokens"]) > 12 else "")
+                    for i in ranked.index],
+        "words": ranked["n_tokens"].to_numpy(),
+        "gold": ranked["label"].to_numpy(),
+        "predicted": ranked["predicted"].to_numpy(),
+    })
+    for c in cols:
+        out[_measure_label(c)] = ranked[c].round(3).to_numpy()
+    out["annotation"] = ranked["annotation_id"].to_numpy()
+    return out
+
+
+def _no_disagreement(note: str):
+    return note, gr.update(choices=[], value=None, visible=False), gr.update(value=None, visible=False), None
+
+
+def _disagreement_outputs(rep: dict, task: str):
+    """(note, rank-by dropdown, table, state) of a report's "where methods disagree" section."""
+    records = rep.get("examples")
+    if records is None:
+        return _no_disagreement(
+            "This report was made before per-example records (`examples.jsonl`) were saved; re-make it to see "
+            f"where the methods disagree: `{_remake_command(rep, task)}`.")
+    if not records:
+        return _no_disagreement("This report has no examples.")
+    cols = agreement_columns(records)
+    by = "iou_f1_human" if rank_disagreement(records, "iou_f1_human").shape[0] else cols[-1]
+    note = (f"{len(records)} examples of the report; the {min(DISAGREE_ROWS, len(records))} where AdapLeR's rationale "
+            "agrees least with the chosen reference come first (IOU-F1 at 0.5 and token F1 against the human "
+            "rationale; overlap = token F1 between two methods' rationales). Click a row to open the example "
+            "in the Explore tab with its human rationale.")
+    state = {"dataset": rep["dataset"], "model": rep.get("model"), "task": task,
+             "records": {str(r["annotation_id"]): r for r in records}, "list": records}
+    return (note, gr.update(choices=[(_measure_label(c), c) for c in cols], value=by, visible=True),
+            gr.update(value=disagreement_view(records, by), visible=True), state)
+
+
+def rank_by(dis: dict | None, by):
+    if not dis or not by:
+        return gr.update()
+    return disagreement_view(dis["list"], by)
+
+
 def show_report(state: AppState, task):
+    """Outputs of the report tab: head, metrics table (HTML), FPR and metric plots, images, files, the
+    full report.md, and the disagreement section (note, rank-by, table, state)."""
+    no_plot = gr.update(value=None, visible=False)
+    empty = ("", no_plot, no_plot, gr.update(value=[], visible=False), gr.update(value=None), "", *_no_disagreement(""))
     try:
         if not task:
-            return ("No shipped ERASER reports yet (they live in `assets/reports/<task>/`).",
-                    pd.DataFrame(), None, None, gr.update(value=[], visible=False), gr.update(value=None))
+            return ("No shipped ERASER reports yet (they live in `assets/reports/<task>/`).", *empty)
         rep = A.read_report(task, state.reports_dir)
-        md = rep["markdown"] or f"`{task}`: no report.md in the report folder."
-        summary = rep["summary"] if rep["summary"] is not None else pd.DataFrame()
+        head, rest = _split_report(rep["markdown"], task)
+        summary = rep["summary"]
         fpr = fpr_figure(rep["fpr"], f"{task}: false positive rate per layer") if rep["fpr"] is not None else None
-        bars = metric_bars_figure(rep["summary"], f"{task}: metrics per method") if rep["summary"] is not None else None
+        bars = metric_bars_figure(summary, f"{task}: metrics per method") if summary is not None else None
         images = [str(p) for p in rep["images"]]
-        return (md, summary.round(4) if len(summary) else summary, fpr, bars,
+        return (head, _metrics_html(summary, "report-metrics"), gr.update(value=fpr, visible=fpr is not None),
+                gr.update(value=bars, visible=bars is not None),
                 gr.update(value=images, visible=bool(images)),
-                gr.update(value=[str(p) for p in rep["files"]] or None))
+                gr.update(value=[str(p) for p in rep["files"]] or None), rest, *_disagreement_outputs(rep, task))
     except A.UserError as e:
-        return (str(e), pd.DataFrame(), None, None, gr.update(value=[], visible=False), gr.update(value=None))
+        return (str(e), *empty)
     except Exception as e:
         log.exception("report failed")
-        return (f"Could not read the report ({type(e).__name__}: {e}).", pd.DataFrame(), None, None,
-                gr.update(value=[], visible=False), gr.update(value=None))
+        return (f"Could not read the report ({type(e).__name__}: {e}).", *empty)
+
+
+def _report_model_choice(state: AppState, model: str | None):
+    """The picker entry of the model a report was made with (paths relative to the repository), if loaded."""
+    if not model:
+        return None
+    p = Path(model)
+    p = (p if p.is_absolute() else A.REPO_ROOT / p).resolve()
+    return next((c for c, path in state.models.items() if Path(path).resolve() == p), None)
 
 
 def run_live_eval(state: AppState, choice, local_path, dataset, n, progress=gr.Progress()):
+    hidden = ("", None, None, gr.Column(visible=False))
     try:
         if not dataset:
-            raise A.UserError("No ERASER data folder found: start the app with --data-dir or set ADAPLER_DATA_DIR.")
+            raise A.UserError(NO_DATA_SENTENCE)
         bundle = state.bundle(choice, local_path)
         n = int(max(1, min(int(n or 1), 50)))
         progress(0.0, desc="starting")
         res = A.live_evaluation(bundle, dataset, n, state.data_dir,
                                 progress=lambda frac, desc: progress(float(frac), desc=str(desc)))
-        summary = res.summary.copy()
-        num = summary.select_dtypes("number").columns
-        summary[num] = summary[num].round(4)
         t = res.timings.get("total_s", 0.0)
         msg = (f"Evaluated {res.config.get('n_annotations')} {A.DATASET_TITLES.get(dataset, dataset)} test annotations "
                f"in {t:.1f} s with {P.esc(bundle.path)}. Hard rationales: AdapLeR's own (last layer); the others "
                "take the top-k words, k = the split's mean human rationale length.")
         if res.warnings:
             msg += f"  \n{len(res.warnings)} warning(s), e.g. {P.esc(res.warnings[0])}"
-        return (msg, summary, fpr_figure(res.fpr, f"{dataset}: FPR per layer (live, n={n})"),
-                metric_bars_figure(res.summary, f"{dataset}: metrics per method (live, n={n})"))
+        return (msg, _metrics_html(res.summary, "live-metrics"),
+                fpr_figure(res.fpr, f"{dataset}: FPR per layer (live, n={n})"),
+                metric_bars_figure(res.summary, f"{dataset}: metrics per method (live, n={n})"),
+                gr.Column(visible=True))
     except A.UserError as e:
-        return (str(e), pd.DataFrame(), None, None)
+        return (str(e), *hidden)
     except Exception as e:
         log.exception("live evaluation failed")
-        return (f"The live evaluation failed ({type(e).__name__}: {e}).", pd.DataFrame(), None, None)
+        return (f"The live evaluation failed ({type(e).__name__}: {e}).", *hidden)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,8 +450,8 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
 
     with gr.Blocks(title="AdapLeR rationale explorer", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO, elem_id="intro")
-        with gr.Tabs(elem_id="tabs"):
-            with gr.Tab("Explore", elem_id="tab-explore"):
+        with gr.Tabs(elem_id="tabs") as tabs:
+            with gr.Tab("Explore", id="explore", elem_id="tab-explore"):
                 with gr.Row():
                     picker = gr.Dropdown(choices, value=default if default in choices else None, label="Model",
                                          elem_id="model-picker", scale=2, allow_custom_value=False)
@@ -415,26 +509,36 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
                 rep_task = gr.Dropdown(tasks, value=tasks[0] if tasks else None, label="Report",
                                        elem_id="report-task")
                 rep_md = gr.Markdown(elem_id="report-md")
-                rep_table = gr.Dataframe(label="Metrics per method", elem_id="report-table", interactive=False)
+                gr.Markdown("#### Metrics per method (hover a metric for its definition)")
+                rep_table = gr.HTML(elem_id="report-table")
                 with gr.Row():
-                    rep_fpr = gr.Plot(label="FPR per layer", elem_id="report-fpr")
-                    rep_bars = gr.Plot(label="Metrics", elem_id="report-bars")
+                    rep_fpr = gr.Plot(label="FPR per layer", elem_id="report-fpr", visible=False)
+                    rep_bars = gr.Plot(label="Metrics", elem_id="report-bars", visible=False)
                 rep_images = gr.Gallery(label="Report plots", elem_id="report-images", columns=2, height="auto",
                                         visible=False)
+                gr.Markdown("### Where methods disagree")
+                dis_note = gr.Markdown(elem_id="disagree-note")
+                dis_by = gr.Dropdown([], label="Rank by (lowest agreement first)", elem_id="disagree-by",
+                                     visible=False)
+                dis_table = gr.Dataframe(elem_id="disagree-table", interactive=False, wrap=False, max_height=420,
+                                         visible=False, label="Examples, most disagreement first (click to open)")
+                dis_state = gr.State(None)
+                with gr.Accordion("Full report (report.md): FPR tables, alignment, definitions, timings", open=False):
+                    rep_full = gr.Markdown(elem_id="report-full")
                 rep_files = gr.File(label="Report files", elem_id="report-files", file_count="multiple")
                 gr.Markdown("### Live evaluation on a few test examples")
                 avail = state.datasets_available()
-                with gr.Row():
+                live_md = gr.Markdown("" if avail else NO_DATA_SENTENCE, elem_id="live-status")
+                with gr.Row(visible=bool(avail)):
                     live_ds = gr.Dropdown(avail, value=avail[0] if avail else None, label="Dataset",
                                           elem_id="live-dataset")
                     live_n = gr.Slider(1, 50, value=10, step=1, label="Examples (N)", elem_id="live-n")
                     live_btn = gr.Button("Run evaluation", elem_id="live-run", interactive=bool(avail))
-                live_md = gr.Markdown("" if avail else "No ERASER data folder: start the app with `--data-dir` or set "
-                                      "`ADAPLER_DATA_DIR` to run a live evaluation.", elem_id="live-status")
-                live_table = gr.Dataframe(label="Live metrics", elem_id="live-table", interactive=False)
-                with gr.Row():
-                    live_fpr = gr.Plot(label="FPR per layer", elem_id="live-fpr")
-                    live_bars = gr.Plot(label="Metrics", elem_id="live-bars")
+                with gr.Column(visible=False) as live_results:  # shown once a run has results: no empty plots
+                    live_table = gr.HTML(elem_id="live-table")
+                    with gr.Row():
+                        live_fpr = gr.Plot(label="FPR per layer", elem_id="live-fpr")
+                        live_bars = gr.Plot(label="Metrics", elem_id="live-bars")
 
             with gr.Tab("About", elem_id="tab-about"):
                 gr.Markdown(ABOUT)
@@ -470,11 +574,26 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
         local_path.submit(model_info, [picker, local_path], [info], api_visibility="private")
         demo.load(model_info, [picker, local_path], [info], api_visibility="private")
 
-        rep_outputs = [rep_md, rep_table, rep_fpr, rep_bars, rep_images, rep_files]
+        rep_outputs = [rep_md, rep_table, rep_fpr, rep_bars, rep_images, rep_files, rep_full,
+                       dis_note, dis_by, dis_table, dis_state]
         rep_task.change(lambda t: show_report(state, t), [rep_task], rep_outputs, api_visibility="private")
         demo.load(lambda t: show_report(state, t), [rep_task], rep_outputs, api_visibility="private")
+        dis_by.input(rank_by, [dis_state, dis_by], [dis_table], api_visibility="private")
+
+        def _open_disagreement(dis, evt: gr.SelectData):
+            """A clicked row of the disagreement table: its example, with the report's model, in Explore."""
+            rec = (dis or {}).get("records", {}).get(str((evt.row_value or [""])[-1]))
+            if rec is None:
+                return gr.update(), gr.update(), gr.update(), None
+            ex = A.human_from_record(dis["dataset"], rec)
+            choice = _report_model_choice(state, dis.get("model"))
+            return gr.Tabs(selected="explore"), choice or gr.update(), ex.text, ex
+
+        dis_table.select(_open_disagreement, [dis_state], [tabs, picker, text, human_state],
+                         api_visibility="private").then(_run, inputs, outputs, api_visibility="private",
+                                                        concurrency_id="analysis")
         live_btn.click(lambda c, p, d, n, progress=gr.Progress(): run_live_eval(state, c, p, d, n, progress),
-                       [picker, local_path, live_ds, live_n], [live_md, live_table, live_fpr, live_bars],
+                       [picker, local_path, live_ds, live_n], [live_md, live_table, live_fpr, live_bars, live_results],
                        api_name="live_evaluation", concurrency_limit=1)
 
         def analyze_json(text: str, threshold_scale: float = 1.0, model: str = "", example: str = "",

@@ -115,7 +115,7 @@ def main(argv=None) -> int:
             shutil.rmtree(cache_dir, ignore_errors=True)
     with pd.option_context("display.max_columns", None, "display.width", 200, "display.float_format", "{:.4f}".format):
         print(res.summary.to_string(index=False))
-    print(f"\nwrote {args.out}/: metrics.json, metrics.csv, report.md, report.html, "
+    print(f"\nwrote {args.out}/: metrics.json, metrics.csv, report.md, report.html, examples.jsonl, "
           + ", ".join(f"{m}.results.jsonl" for m in res.records)
           + f"  ({res.timings.get('total_s', 0):.1f}s)")
     return 0

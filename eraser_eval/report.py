@@ -1,6 +1,11 @@
 """Reports: ``metrics.json``, ``metrics.csv``, ``fpr.csv``, ``report.md``, a self-contained
-``report.html`` (plotly, script inlined, works offline) and ``<method>.results.jsonl`` in ERASER's
-results schema (scoreable by ``rationale_benchmark/metrics.py`` unchanged).
+``report.html`` (plotly, script inlined, works offline), ``<method>.results.jsonl`` in ERASER's
+results schema (scoreable by ``rationale_benchmark/metrics.py`` unchanged) and ``examples.jsonl``
+(per-example records: the document's tokens, the human rationale and every method's hard
+rationale as spans; what the explorer's disagreement table reads, see :data:`EXAMPLES_JSONL`).
+
+Column and method names of tables meant for people go through :func:`metric_label` and
+:func:`method_label` (the one mapping; the CSV and JSON files keep the raw keys).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ import html
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,19 +22,84 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from adapler.data import read_jsonl
+
+from .metrics import mask_to_spans
 from .results_file import load_results_jsonl
 
 __all__ = [
     "DEFINITIONS",
+    "EXAMPLES_JSONL",
     "cost_figure",
     "cost_table",
+    "example_records",
     "fpr_figure",
     "jsonable",
+    "labelled",
+    "method_label",
     "metric_bars_figure",
+    "metric_label",
+    "read_examples_jsonl",
     "read_results_jsonl",
     "write_report",
     "write_results_jsonl",
 ]
+
+EXAMPLES_JSONL = "examples.jsonl"  # one line per annotation, see example_records
+
+METRIC_LABELS = {
+    "method": "method",
+    "n": "examples",
+    "accuracy": "accuracy",
+    "macro_f1": "macro F1",
+    "accuracy_pruned": "accuracy (pruned)",
+    "token_f1_micro": "token F1 (micro)",
+    "token_f1_macro": "token F1 (macro)",
+    "auprc": "AUPRC",
+    "average_precision": "average precision",
+    "roc_auc": "ROC-AUC",
+    "comprehensiveness": "comprehensiveness",
+    "sufficiency": "sufficiency",
+    "aopc_comprehensiveness": "AOPC comprehensiveness",
+    "aopc_sufficiency": "AOPC sufficiency",
+    "fpr_macro_last_layer": "FPR last layer (macro)",
+    "fpr_micro_last_layer": "FPR last layer (micro)",
+    "fpr_macro_mean_over_layers": "FPR mean over layers (macro)",
+    "rationale_length_mean": "rationale length (mean tokens)",
+}
+METHOD_LABELS = {
+    "human": "human",
+    "adapler": "AdapLeR",
+    "saliency": "gradient x input",
+    "attention": "[CLS] attention",
+    "attention_rollout": "attention rollout",
+    "random": "random",
+    "import": "imported",
+}
+_IOU_KEY = re.compile(r"iou_f1_(micro|macro)@([0-9.]+)")
+
+
+def metric_label(key: str) -> str:
+    """Readable name of a summary column (``iou_f1_macro@0.5`` -> ``IOU-F1 @0.5 (macro)``); unknown keys
+    get their underscores replaced, so columns added later still read as words."""
+    m = _IOU_KEY.fullmatch(key)
+    if m:
+        return f"IOU-F1 @{m.group(2)} ({m.group(1)})"  # "IOU-F1@0.5" would render as an e-mail link
+    return METRIC_LABELS.get(key, key.replace("_", " "))
+
+
+def method_label(name: str) -> str:
+    return METHOD_LABELS.get(name, name.replace("_", " "))
+
+
+def labelled(summary: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The summary table for people: readable column names and method names (None stays None)."""
+    if summary is None:
+        return None
+    out = summary.rename(columns=metric_label)
+    if "method" in summary.columns:
+        out["method"] = summary["method"].map(method_label)
+    return out
 
 DEFINITIONS = {
     "token_f1": "Token-level F1 of the hard rationale against the human rationale (ERASER token_prf): micro "
@@ -110,6 +181,41 @@ def read_results_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------------
+# per-example records (examples.jsonl)
+
+
+def example_records(result) -> list[dict]:
+    """One record per evaluated annotation, in evaluation order::
+
+        {"annotation_id", "docid", "label": gold label, "predicted": the unpruned model's class or None,
+         "tokens": the document's tokens, "human": [[start, end], ...],
+         "hard": {method: [[start, end], ...]}}
+
+    Spans are over ``tokens``, end exclusive; ``hard`` is each method's hard rationale as scored (the
+    ``hard_rationale_predictions`` of its ERASER results line for this document)."""
+    by_method = {name: {r["annotation_id"]: r for r in recs} for name, recs in result.records.items()}
+    out = []
+    for d in result.docs:
+        hard, predicted = {}, None
+        for name, recs in by_method.items():
+            rec = recs.get(d.annotation_id)
+            if rec is None:
+                continue
+            predicted = predicted or rec.get("classification")
+            hard[name] = [[int(h["start_token"]), int(h["end_token"])]
+                          for rat in rec.get("rationales", []) if rat.get("docid") == d.docid
+                          for h in rat.get("hard_rationale_predictions", []) or []]
+        out.append({"annotation_id": d.annotation_id, "docid": d.docid, "label": d.label, "predicted": predicted,
+                    "tokens": list(d.tokens), "human": [list(s) for s in mask_to_spans(d.gold)], "hard": hard})
+    return out
+
+
+def read_examples_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read an ``examples.jsonl`` (errors name the file and line)."""
+    return [rec for _, rec in read_jsonl(Path(path))]
+
+
+# --------------------------------------------------------------------------------------------------
 # figures
 
 
@@ -123,9 +229,10 @@ def fpr_figure(fpr_df, title: str = "False positive rate per layer"):
     if fpr_df is not None and len(fpr_df):
         for i, (method, grp) in enumerate(fpr_df.groupby("method", sort=False)):
             color = palette[i % len(palette)]
-            fig.add_trace(go.Scatter(x=grp["layer"], y=grp["macro"], mode="lines+markers", name=f"{method} (macro)",
+            name = method_label(str(method))
+            fig.add_trace(go.Scatter(x=grp["layer"], y=grp["macro"], mode="lines+markers", name=f"{name} (macro)",
                                      line={"color": color}))
-            fig.add_trace(go.Scatter(x=grp["layer"], y=grp["micro"], mode="lines", name=f"{method} (micro)",
+            fig.add_trace(go.Scatter(x=grp["layer"], y=grp["micro"], mode="lines", name=f"{name} (micro)",
                                      line={"color": color, "dash": "dot"}))
     fig.update_layout(title=title, xaxis_title="layer", yaxis_title="FPR (lower is better)",
                       yaxis={"range": [0, 1.02]}, template="plotly_white", legend={"orientation": "h", "y": -0.2})
@@ -133,30 +240,25 @@ def fpr_figure(fpr_df, title: str = "False positive rate per layer"):
     return fig
 
 
-BAR_METRICS = [
-    ("token_f1_macro", "token F1 (macro)"),
-    ("iou_f1_macro@0.5", "IOU-F1 (macro)"),
-    ("auprc", "AUPRC"),
-    ("comprehensiveness", "comprehensiveness"),
-    ("sufficiency", "sufficiency"),
-    ("aopc_comprehensiveness", "AOPC comp."),
-    ("aopc_sufficiency", "AOPC suff."),
-    ("fpr_macro_last_layer", "FPR last layer (macro)"),
-]
+BAR_METRICS = ["token_f1_macro", "iou_f1_macro@0.5", "auprc", "comprehensiveness", "sufficiency",
+               "aopc_comprehensiveness", "aopc_sufficiency", "fpr_macro_last_layer"]
 
 
 def metric_bars_figure(summary, title: str = "Metrics per method"):
-    """Grouped bars: one group per metric, one bar per method."""
+    """Grouped horizontal bars: one group per metric (its readable name on the y axis, never rotated or
+    cut), one bar per method."""
     import plotly.graph_objects as go  # optional heavy dependency: only for figures
 
     fig = go.Figure()
-    cols = [(c, label) for c, label in BAR_METRICS if summary is not None and c in summary.columns]
-    for _, row in (summary.iterrows() if summary is not None else []):
-        ys = [row[c] for c, _ in cols]
-        fig.add_trace(go.Bar(name=str(row["method"]), x=[label for _, label in cols],
-                             y=[None if y is None or (isinstance(y, float) and math.isnan(y)) else y for y in ys]))
-    fig.update_layout(title=title, barmode="group", template="plotly_white", yaxis_title="value",
-                      legend={"orientation": "h", "y": -0.2})
+    cols = [c for c in BAR_METRICS if summary is not None and c in summary.columns]
+    rows = list(summary.iterrows()) if summary is not None else []
+    for _, row in rows:
+        xs = [row[c] for c in cols]
+        fig.add_trace(go.Bar(name=method_label(str(row["method"])), y=[metric_label(c) for c in cols], orientation="h",
+                             x=[None if x is None or (isinstance(x, float) and math.isnan(x)) else x for x in xs]))
+    fig.update_layout(title=title, barmode="group", template="plotly_white", xaxis_title="value",
+                      yaxis={"autorange": "reversed"}, height=max(360, 140 + 12 * len(cols) * max(1, len(rows))),
+                      legend={"orientation": "h", "y": -0.12})
     return fig
 
 
@@ -250,12 +352,12 @@ def _markdown(result) -> str:
         f"{cfg.get('faithfulness_threshold_scale')}); max length {cfg.get('max_length')}.\n"
     )
     out.append("## Metrics\n")
-    out.append(_md_table(result.summary))
+    out.append(_md_table(labelled(result.summary)))
     costs = cost_table(result.summary)
     if costs is not None:
         out.append("\n## Cost of each explanation, beside plausibility and faithfulness\n")
         out.append("Model passes and measured milliseconds per example (see **cost** below).\n")
-        out.append(_md_table(costs))
+        out.append(_md_table(labelled(costs)))
     if result.fpr is not None and len(result.fpr):
         out.append("\n## False positive rate per layer (macro)\n")
         out.append(_md_table(_fpr_wide(result.fpr, "macro")))
@@ -329,8 +431,8 @@ th{{background:#f3f3f3}}.scroll{{overflow-x:auto}}</style></head><body>
 <p>Model <code>{esc(str(cfg.get('model')))}</code>, {esc(str(cfg.get('n_annotations')))} annotations, methods
 {esc(', '.join(cfg.get('methods', [])))}; hard rationale k = {esc(str(cfg.get('hard_rationale_k')))};
 AdapLeR layer {esc(str(cfg.get('layer')))}; faithfulness {esc(str(cfg.get('faithfulness')))}.</p>
-<h2>Metrics</h2>{_html_table(result.summary)}
-<h2>Cost of each explanation</h2>{_html_table(cost_table(result.summary))}
+<h2>Metrics</h2>{_html_table(labelled(result.summary))}
+<h2>Cost of each explanation</h2>{_html_table(labelled(cost_table(result.summary)))}
 <h2>Charts</h2>{''.join(parts)}
 <h2>FPR per layer (macro)</h2>{_html_table(_fpr_wide(result.fpr, 'macro'))}
 <h2>Alignment</h2><p>{esc(str(a.get('documents')))} documents, {esc(str(a.get('word_pieces')))} word pieces,
@@ -365,4 +467,5 @@ def write_report(result, out_dir: str | os.PathLike) -> dict[str, Path]:
         p = out / f"{name}.results.jsonl"
         write_results_jsonl(p, recs)
         paths[p.name] = p
+    paths[EXAMPLES_JSONL] = write_results_jsonl(out / EXAMPLES_JSONL, example_records(result))
     return paths

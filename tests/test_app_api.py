@@ -367,11 +367,12 @@ def test_report_tab(server):
     # here, not at the top: Gradio loads only for the tests that use the app
     from app import ui
 
-    md, table, fpr, bars, images, files = ui.show_report(server["state"], "hatexplain")
+    md, table, fpr, bars, images, files, full, note, by, dis, dis_state = ui.show_report(server["state"], "hatexplain")
     assert "HateXplain report" in md
-    assert list(table["method"]) == ["adapler", "saliency"]
-    assert fpr is not None and bars is not None
+    assert "<th>AdapLeR</th><th>gradient x input</th>" in table and ">token F1 (macro)</th>" in table
+    assert fpr["value"] is not None and bars["value"] is not None
     assert len(files["value"]) == 3 and images["visible"] is False
+    assert "re-make" in note and dis["visible"] is False and dis_state is None  # no examples.jsonl
     msg = ui.show_report(server["state"], "../../etc")[0]
     assert "No shipped report" in msg
 
@@ -380,8 +381,8 @@ def test_live_evaluation(client, server):
     msg, table, fpr, bars = client.predict(server["state"].default_choice, "", "hatexplain", 2,
                                            api_name="/live_evaluation")
     assert "Evaluated 2" in msg, msg
-    methods = [row[0] for row in table["data"]]
-    assert methods == ["adapler", "saliency", "attention", "random"]
+    heads = re.findall(r"<th>([^<]*)</th>", table)
+    assert heads[:5] == ["metric", "AdapLeR", "gradient x input", "[CLS] attention", "random"]
     assert plot_json(fpr)["data"]
 
 

@@ -4,12 +4,18 @@ Starts ``python -m app`` as a user would (tiny random AdapLeR model, synthetic H
 data), opens the page, runs an example sentence, checks that the survival heatmap and the
 highlighted rationales render (with the PNG export button), loads a dataset example with a human
 rationale, checks that a ``<script>`` text shows as text, and saves screenshots to
-``tests/artifacts/``. Skipped when /usr/bin/chromium is missing, unless ``CI=true``.
+``tests/artifacts/``. The report tab is checked at 1280 px on two reports: one made by
+``eraser_eval.evaluate`` with this code (tiny model, synthetic data: it has per-example records) and
+the shipped Movies report (made before them): tables fit (every cell on one line, or the table in a
+horizontal scroller), no broken image or empty plot, and a row of the disagreement table opens its
+example in the Explore tab; its screenshot goes to the test's tmp folder and to ``$ARTIFACTS_DIR`` when
+set. Skipped when /usr/bin/chromium is missing, unless ``CI=true``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -43,16 +49,18 @@ def app_server(tmp_path_factory, chromium):
     base = tmp_path_factory.mktemp("browser")
     model = make_tiny_model(base / "model")
     data = make_eraser_data(base / "data")
+    reports = make_reports(base / "reports", model, data)
     port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
     log = open(base / "server.log", "w")
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "app", "--model", str(model), "--data-dir", str(data),
-                             "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                             "--reports-dir", str(reports), "--port", str(port)],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.time() + 90
+        deadline = time.time() + 180  # a loaded machine: launching can be slow
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"python -m app exited with {proc.returncode}:\n{(base / 'server.log').read_text()}")
@@ -63,7 +71,7 @@ def app_server(tmp_path_factory, chromium):
             except OSError:
                 pass
             if time.time() > deadline:
-                pytest.fail("python -m app did not answer within 90 s:\n" + (base / "server.log").read_text())
+                pytest.fail("python -m app did not answer within 180 s:\n" + (base / "server.log").read_text())
             time.sleep(0.3)
         yield {"url": url, "launch_s": time.perf_counter() - t0, "log": base / "server.log"}
     finally:
@@ -73,6 +81,18 @@ def app_server(tmp_path_factory, chromium):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def make_reports(root: Path, model: Path, data: Path) -> Path:
+    """``hatexplain``: a report made by this code (per-example records included); ``movies``: the shipped
+    Movies report, made before per-example records were saved (its wide metrics table is the real one)."""
+    # here, not at the top: the evaluation loads torch and the model code only for this module's fixture
+    from eraser_eval import evaluate
+
+    evaluate(dataset="hatexplain", split="test", model=str(model), data_dir=data, out_dir=root / "hatexplain",
+             methods=["adapler", "saliency", "attention", "random"], faithfulness="full", show_progress=False)
+    shutil.copytree(REPO / "assets" / "reports" / "movies", root / "movies")
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +187,91 @@ def test_empty_input_message(page):
                            timeout=30_000)
 
 
-def test_report_tab_without_reports(page):
+# table cells whose text wraps onto a second line (a scroller around the table does not excuse that: the shipped
+# report's markdown table broke "method" into "m / et / ho / d" inside one), cells cut off outside a horizontal
+# scroller, visible broken images, visible plot slots without a plot (Gradio's empty-plot icon)
+LAYOUT_PROBLEMS_JS = """(root) => {
+  const el = document.querySelector(root), bad = [];
+  const scrolls = (t) => { for (let e = t; e && e !== el.parentElement; e = e.parentElement) {
+      const o = getComputedStyle(e).overflowX; if (o === 'auto' || o === 'scroll') return true; } return false; };
+  for (const c of el.querySelectorAll('th, td, [role=gridcell]')) {  // gridcell: Gradio's virtual table rows
+    const text = c.innerText.trim();
+    if (!c.offsetParent || !text) continue;
+    const rects = [], walk = document.createTreeWalker(c, NodeFilter.SHOW_TEXT);
+    for (let t = walk.nextNode(); t; t = walk.nextNode()) {  // the text itself, not icons beside it
+      if (!t.textContent.trim()) continue;
+      const r = document.createRange(); r.selectNodeContents(t);
+      rects.push(...Array.from(r.getClientRects()).filter(x => x.width > 0));
+    }
+    rects.sort((a, b) => a.top - b.top);
+    const lines = rects.filter((x, i) => i === 0 || x.top - rects[i - 1].top > x.height / 2).length;
+    if (lines > 1) bad.push(`wrapped over ${lines} lines: "${text}"`);
+    else if (!scrolls(c) && c.scrollWidth > c.clientWidth + 1) bad.push(`cut off, no scroller: "${text}"`);
+  }
+  for (const img of el.querySelectorAll('img'))
+    if (img.offsetParent && img.complete && img.naturalWidth === 0) bad.push(`broken image ${img.src}`);
+  for (const slot of el.querySelectorAll('[id$="-fpr"], [id$="-bars"]'))
+    if (slot.offsetParent && !slot.querySelector('.js-plotly-plot')) bad.push(`empty plot ${slot.id}`);
+  return bad;
+}"""
+
+
+def _save_screenshot(page, tmp_path, name: str):
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("ARTIFACTS_DIR"):
+        Path(os.environ["ARTIFACTS_DIR"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(os.environ["ARTIFACTS_DIR"]) / name)
+    return path
+
+
+def _open_report(page, task: str):
     page.get_by_role("tab", name="ERASER report").click()
-    page.wait_for_selector("#live-run", timeout=10_000)
-    assert page.locator("#live-dataset").count() == 1
+    page.locator("#report-task input").click()
+    page.get_by_role("option", name=task, exact=True).click()
+    page.wait_for_function("(t) => document.querySelector('#report-md').innerText.includes('evaluation: ' + t)",
+                           arg=task, timeout=60_000)
+    page.wait_for_selector("#report-table table", timeout=60_000)
+    page.wait_for_selector("#report-fpr .js-plotly-plot", timeout=60_000)
+
+
+def test_report_tab_is_readable_at_1280px(page, tmp_path):
+    assert page.viewport_size["width"] == 1280
+    _open_report(page, "hatexplain")
+    header = page.locator("#report-table tbody th").all_text_contents()
+    assert "token F1 (macro)" in header and "IOU-F1 @0.5 (macro)" in header and "AUPRC" in header
+    assert "token_f1_macro" not in page.locator("#report-table").inner_text()
+    assert page.locator("#report-table thead th").all_text_contents()[:3] == ["metric", "AdapLeR", "gradient x input"]
+    page.wait_for_selector("#disagree-table table", timeout=60_000)
+    page.get_by_text("Full report (report.md)").click()  # its tables too
+    page.wait_for_selector("#report-full table", timeout=30_000)
+    assert page.locator("#report-full a[href^='mailto:']").count() == 0  # no metric name taken for an e-mail
+    problems = page.evaluate(LAYOUT_PROBLEMS_JS, "#tab-report")
+    _save_screenshot(page, tmp_path, "app_report_tab.png")
+    assert not problems, problems
+    assert not page.js_errors, page.js_errors
+
+
+def test_old_report_says_how_to_remake(page, tmp_path):
+    _open_report(page, "movies")  # the shipped report: wide real numbers, no per-example records
+    page.wait_for_function("() => document.querySelector('#disagree-note').innerText.includes('re-make')",
+                           timeout=30_000)
+    assert "--out assets/reports/movies" in page.locator("#disagree-note").inner_text()
+    assert not page.locator("#disagree-table").is_visible()
+    assert "IOU-F1 @0.5 (macro)" in page.locator("#report-table").inner_text()
+    problems = page.evaluate(LAYOUT_PROBLEMS_JS, "#tab-report")
+    _save_screenshot(page, tmp_path, "app_report_tab_old_report.png")
+    assert not problems, problems
+
+
+def test_disagreement_row_opens_the_example(page):
+    _open_report(page, "hatexplain")
+    table = page.locator("#disagree-table")
+    table.wait_for(timeout=60_000)
+    row = table.locator("[role=row]").filter(has_text="disgusting").last  # the one post with a human rationale
+    row.locator("[role=gridcell]").nth(1).click()
+    page.wait_for_selector("#rationale-panels .rx-panel[data-method='human']", timeout=120_000)
+    assert page.locator("#tab-explore").is_visible()
+    human = page.locator("#rationale-panels .rx-panel[data-method='human'] .rx-sel").all_text_contents()
+    assert human == ["disgusting", "idiot"]
+    assert "disgusting idiot" in page.locator("#input-text textarea").input_value()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
+from test_eraser_disagreement import RECORDS
 
 from app import analysis as A
 from app import plots as P
 from app import ui
 from eraser_eval.analysis import METHOD_ORDER, Analysis, InputError, WindowResult, analyze_text
+from eraser_eval.report import DEFINITIONS, method_label, metric_label
 
 WORDS = ["a", "truly", "awful", "film"]
 
@@ -105,3 +108,61 @@ def test_library_rejects_bad_scale(scale):
     with pytest.raises(InputError):
         analyze_text(object(), object(), "hello", scale, engine=object(), baseline=object(), labels=["a"],
                      model_path="")
+
+
+# --------------------------------------------------------------------------------------------------
+# report tab
+
+
+def test_metrics_table_html_is_readable():
+    summary = pd.DataFrame([{"method": "adapler", "n": 1924, "iou_f1_macro@0.5": 0.26484, "accuracy_pruned": 0.79},
+                            {"method": "<b>x</b>", "n": 1924, "iou_f1_macro@0.5": 0.1749, "accuracy_pruned": None}])
+    html = P.metrics_table_html(summary, metric_label, method_label, DEFINITIONS)
+    assert "<th>AdapLeR</th><th>&lt;b&gt;x&lt;/b&gt;</th>" in html  # methods are columns, escaped
+    assert ">IOU-F1 @0.5 (macro)</th><td>0.2648</td><td>0.1749</td>" in html
+    assert ">examples</th><td>1,924</td>" in html and "<td>–</td>" in html  # NaN shown as a dash
+    assert 'title="ERASER IOU-F1' in html  # hover: the definition
+    assert "white-space: nowrap" in html and 'class="rx-scroll"' in html
+
+
+@pytest.fixture
+def report_state(tmp_path):
+    rep = tmp_path / "reports" / "hatexplain"
+    rep.mkdir(parents=True)
+    (rep / "report.md").write_text("# ERASER evaluation: hatexplain / test\n\nModel `m`.\n\n## Metrics\n\n| a |\n|---|\n")
+    (rep / "metrics.csv").write_text("method,n,token_f1_macro\nadapler,3,0.4\nsaliency,3,0.3\n")
+    (rep / "metrics.json").write_text(json.dumps({"dataset": "hatexplain", "config": {"model": "nowhere"}}))
+    (rep / "examples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    return ui.AppState(data_dir=empty, models_dir=empty, reports_dir=tmp_path / "reports")
+
+
+def test_disagreement_section(report_state):
+    head, table, fpr, bars, images, files, full, note, by, dis, dis_state = ui.show_report(report_state, "hatexplain")
+    assert head.startswith("# ERASER evaluation") and "## Metrics" not in head and full.startswith("## Metrics")
+    assert [(t.name, tuple(t.y)) for t in bars["value"].data] == [("AdapLeR", ("token F1 (macro)",)),
+                                                                   ("gradient x input", ("token F1 (macro)",))]
+    assert by["value"] == "iou_f1_human" and ("AdapLeR vs gradient x input (overlap)", "overlap_saliency") in by["choices"]
+    df = dis["value"]
+    assert list(df["annotation"]) == ["a", "b"]  # IOU-F1 0 before 2/3; "c" has no human rationale
+    assert list(df["AdapLeR vs human (IOU-F1)"]) == [0.0, 0.667]
+    assert list(df["example"]) == ["a b c d e f"] * 2 and list(df["predicted"]) == ["toxic", "non-toxic"]
+    by_saliency = ui.rank_by(dis_state, "overlap_saliency")
+    assert list(by_saliency["annotation"]) == ["c", "b", "a"]
+    ex = A.human_from_record(dis_state["dataset"], dis_state["records"]["b"])
+    assert ex.key == "hatexplain:b" and ex.tokens == list("abcdef") and ex.gold == [True, True] + [False] * 4
+
+
+def test_live_evaluation_without_data_says_how(report_state):
+    demo = ui.build_demo(data_dir=report_state.data_dir, models_dir=report_state.data_dir,
+                         reports_dir=report_state.reports_dir)
+    blocks = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    assert "ADAPLER_DATA_DIR" in blocks["live-status"].value and "--data-dir" in blocks["live-status"].value
+    for plot in ("live-fpr", "live-bars", "live-table"):  # inside a hidden column until a run has results
+        parent = blocks[plot].parent
+        while parent is not None and parent.visible is not False:
+            parent = parent.parent
+        assert parent is not None, plot
+    msg, *_, col = ui.run_live_eval(report_state, None, None, None, 5)
+    assert msg == ui.NO_DATA_SENTENCE and col.visible is False

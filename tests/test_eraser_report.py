@@ -12,8 +12,16 @@ from transformers import AutoTokenizer
 from adapler import AdapLeRConfig, AdapLeRForSequenceClassification
 from eraser_eval import evaluate
 from eraser_eval.data import load_dataset
+from eraser_eval.disagreement import rank_disagreement
 from eraser_eval.metrics import score_records
-from eraser_eval.report import jsonable, read_results_jsonl, write_results_jsonl
+from eraser_eval.report import (
+    jsonable,
+    method_label,
+    metric_label,
+    read_examples_jsonl,
+    read_results_jsonl,
+    write_results_jsonl,
+)
 
 DOCS = {
     "negR_a<b>.txt": "this movie is dull .\nthe acting is wooden and the plot makes no sense at all .",
@@ -68,6 +76,7 @@ def test_all_files_written(result):
         assert (out / name).is_file(), name
     for m in ["adapler", "saliency", "attention", "attention_rollout", "random"]:
         assert (out / f"{m}.results.jsonl").is_file()
+    assert (out / "examples.jsonl").is_file()
     assert (out / "cache").is_dir()
     assert list(res.summary["method"]) == ["adapler", "saliency", "attention", "attention_rollout", "random"]
 
@@ -171,6 +180,37 @@ def test_examples_table(result):
     ex = res.examples
     assert len(ex) == 5 * 3
     assert {"method", "annotation_id", "token_f1", "comprehensiveness", "sufficiency", "predicted"} <= set(ex.columns)
+
+
+def test_examples_file_and_disagreement(result):
+    """examples.jsonl holds each document's tokens, human and hard spans; the disagreement ranking read
+    from it gives the runner's own per-example token F1 (computed from the masks, not the file)."""
+    res, out = result
+    recs = read_examples_jsonl(out / "examples.jsonl")
+    assert [r["annotation_id"] for r in recs] == [aid for aid, _, _ in ANNS]
+    for r, (aid, label, spans) in zip(recs, ANNS):
+        assert r["label"] == label and r["tokens"] == DOCS[aid].split()
+        assert r["human"] == [[s, e] for s, e in spans if e > s]
+        assert set(r["hard"]) == {"adapler", "saliency", "attention", "attention_rollout", "random"}
+        assert r["predicted"] in ("NEG", "POS")
+    sal = read_results_jsonl(out / "saliency.results.jsonl")[1]
+    assert recs[1]["hard"]["saliency"] == [[h["start_token"], h["end_token"]]
+                                           for h in sal["rationales"][0]["hard_rationale_predictions"]]
+    ranked = rank_disagreement(recs, "token_f1_human")
+    runner = res.examples[res.examples["method"] == "adapler"].set_index("annotation_id")["token_f1"]
+    for aid, f in zip(ranked["annotation_id"], ranked["token_f1_human"]):
+        assert f == pytest.approx(runner[aid])
+    assert ranked["token_f1_human"].is_monotonic_increasing
+
+
+def test_readable_labels(result):
+    _, out = result
+    md = (out / "report.md").read_text()
+    assert "| token F1 (macro) |" in md and "IOU-F1 @0.5 (macro)" in md and "token_f1_macro" not in md
+    assert metric_label("aopc_comprehensiveness") == "AOPC comprehensiveness"
+    assert metric_label("iou_f1_micro@0.25") == "IOU-F1 @0.25 (micro)"
+    assert metric_label("ms_per_example") == "ms per example"  # a column added later still reads as words
+    assert method_label("attention_rollout") == "attention rollout"
 
 
 def test_write_results_jsonl_jsonable(tmp_path):
