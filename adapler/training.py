@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list, set_seed
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -123,6 +124,10 @@ def make_accelerator(bf16: bool | None) -> Accelerator:
     that shrink with the process count; ours count per-process steps already (``shard_batches``).
     """
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # accelerate keeps one process-wide state and refuses a second run in the same process (a notebook,
+    # `finetune` then `train` in-process) with other precision settings; each run starts its own state
+    # (the distributed process group, kept in the partial state, survives).
+    AcceleratorState._reset_state()
     return Accelerator(mixed_precision="bf16" if _use_bf16(bf16) else "no", step_scheduler_with_optimizer=False,
                        cpu=launched and not torch.cuda.is_available())
 
