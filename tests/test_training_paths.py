@@ -116,7 +116,7 @@ def test_hidden_states_in_original_positions():
         bert = model.bert(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
         unpruned = model(input_ids=ids, attention_mask=mask, threshold_scale=0.0, output_hidden_states=True)
         drop = model(input_ids=ids, attention_mask=mask, mode="drop", threshold_scale=6.0,
-                     output_hidden_states=True)
+                     output_hidden_states=True, output_token_masks=True)
         masked = model(input_ids=ids, attention_mask=mask, mode="masked", threshold_scale=6.0,
                        output_hidden_states=True)
     assert len(unpruned.hidden_states) == model.config.num_hidden_layers + 1
