@@ -41,11 +41,13 @@ REPO = Path(__file__).resolve().parents[1]  # the shipped models live in this ch
 SPLITS = {"sst2": "val", "hatexplain": "test", "movies": "test"}
 
 
+def torch_call(m, **kw):
+    """A function of one collated batch running the PyTorch model ``m``."""
+    return lambda b: m(**{k: b[k] for k in MODEL_INPUTS}, **kw)
+
+
 def runners(model, base, graphs, batch_size: int) -> dict:
     """name -> function of one collated batch; ONNX AdapLeR only at batch 1 (its graph is batch 1)."""
-    def torch_call(m, **kw):
-        return lambda b: m(**{k: b[k] for k in MODEL_INPUTS}, **kw)
-
     def ort_call(g, **kw):
         return lambda b: g(b["input_ids"].numpy(), b["token_type_ids"].numpy(), b["attention_mask"].numpy(), **kw)
 
@@ -111,6 +113,28 @@ def bench_task(task: str, data_dir, limit: int, batch_sizes, repeats: int, threa
     return rows
 
 
+def overhead_rows(data_dir, lengths, limit: int, repeats: int) -> list[str]:
+    """The cost of the machinery alone: AdapLeR ``drop`` with thresholds x0 (every token kept, every CP
+    run) against vanilla PyTorch, batch 1, on Movies test text cut to exactly each length."""
+    model_dir = REPO / "assets" / "models" / "sst2"
+    model = AdapLeRForSequenceClassification.from_pretrained(model_dir).eval()
+    base = plain_bert_copy(model)
+    windows = [w for w in load_features("movies", "test", AutoTokenizer.from_pretrained(model_dir), data_dir)
+               if len(w["input_ids"]) >= max(lengths)][:limit]  # full windows: every cut is exact
+    rows = []
+    for n in lengths:
+        batches = [{"input_ids": torch.tensor([w["input_ids"][: n - 1] + [w["input_ids"][-1]]]),
+                    "token_type_ids": torch.zeros(1, n, dtype=torch.long),
+                    "attention_mask": torch.ones(1, n, dtype=torch.long)} for w in windows]
+        fns = {"vanilla PyTorch": torch_call(base), "AdapLeR PyTorch x0": torch_call(model, threshold_scale=0.0)}
+        t = time_side_by_side(fns, batches, repeats)
+        ms = {k: 1000 * v / len(batches) for k, v in t.items()}
+        rows.append(f"| {n} | {ms['vanilla PyTorch']:.2f} | {ms['AdapLeR PyTorch x0']:.2f} | "
+                    f"{ms['AdapLeR PyTorch x0'] / ms['vanilla PyTorch']:.3f} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=None)
@@ -120,6 +144,8 @@ def main():
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads")
+    ap.add_argument("--overhead-lengths", default="25,256",
+                    help="input lengths of the x0-overhead table (empty: skip it)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s); ms per example, median of {args.repeats}")
@@ -128,6 +154,12 @@ def main():
     for task in args.tasks.split(","):
         limit = args.movies_limit if task == "movies" else args.limit
         bench_task(task, args.data_dir, limit, [int(x) for x in args.batches.split(",")], args.repeats, args.threads)
+    if args.overhead_lengths:
+        print("\nx0 overhead, batch 1, SST-2 model on Movies test text cut to each length "
+              f"({args.movies_limit} inputs):")
+        print("| pieces | vanilla PyTorch ms | AdapLeR x0 ms | x0 / vanilla |\n|---|---|---|---|")
+        overhead_rows(args.data_dir, [int(x) for x in args.overhead_lengths.split(",")], args.movies_limit,
+                      args.repeats)
 
 
 if __name__ == "__main__":
