@@ -593,7 +593,10 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
                 ex = state.dataset_by_id.get(example_id or "")
                 if ex is None:
                     return gr.update(), gr.update(), None
-                return ex.text, ex.text_pair or "", None
+                if ex.text_pair is None:
+                    return ex.text, "", None
+                # shown whenever it holds a text: with a single-text model picked, the refusal names a box one sees
+                return ex.text, gr.update(value=ex.text_pair, visible=True), None
 
             own_btn.click(_load_own_example, [own_pick], [text, text_pair, human_state],
                           api_visibility="private").then(_run, inputs, outputs, api_visibility="private",

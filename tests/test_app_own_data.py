@@ -183,6 +183,8 @@ def test_second_text_box_follows_the_model(server, own):
 # -------------------------------------------------------------------------------------------------- --dataset
 
 def test_dataset_examples_listed_and_loaded(client, server, own):
+    from app import analysis as A  # the explorer's model handling only for the tests that use it
+
     rows = list(csv.DictReader((own["base"] / "tickets" / "test.csv").open()))
     listed = client.predict(api_name="/examples")["own_dataset"]
     assert listed["split"] == "test" and listed["name"] == own["tickets"].title
@@ -191,6 +193,12 @@ def test_dataset_examples_listed_and_loaded(client, server, own):
     load = handler(server, "_load_own_example")
     first = listed["examples"][0]
     assert load(first["id"]) == (first["text"], "", None)  # text, emptied second text, no human rationale
+    server["state"].dataset_by_id["pair-example"] = pair = A.DatasetExample("pair-example", "a", "b", "billing")
+    try:
+        text, box, human = load(pair.id)
+        assert (text, box["value"], box["visible"], human) == ("a", "b", True, None)
+    finally:
+        del server["state"].dataset_by_id[pair.id]
 
 
 def test_cli_lists_the_pair_examples(own, monkeypatch):
