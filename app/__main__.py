@@ -1,7 +1,8 @@
 """``python -m app`` / ``adapler-explorer``: serve the rationale explorer (default http://127.0.0.1:7860).
 
 The default model is the first shipped model of the repository checkout (``assets/models/``); an installed
-package has no shipped models, so pass ``--model`` there."""
+package has no shipped models, so pass ``--model`` there. ``--dataset`` (with the column options of
+``python -m adapler``) lists the examples of one split of your own data in the Explore tab."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ for _k, _v in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_DISABLE_TELEMETRY
     os.environ.setdefault(_k, _v)
 
 
-def main(argv: list[str] | None = None) -> int:
+# adapler.data.DataArgs fields the explorer takes (--data-dir is its own option; the model's windows set the length)
+DATASET_OPTIONS = ("dataset", "dataset_config", "text_column", "text_pair_column", "label_column", "id_column")
+DEFAULT_SPLIT = "test"
+EXAMPLES_LISTED = 200  # the first examples of the split: a dropdown, not a browser for the whole dataset
+
+
+def build_parser() -> argparse.ArgumentParser:
     # "python -m app" when run as a module, the console script's own name (adapler-explorer) otherwise
     prog = "python -m app" if os.path.basename(sys.argv[0]) == "__main__.py" else None
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
@@ -43,7 +50,36 @@ def main(argv: list[str] | None = None) -> int:
                         help="models kept loaded at once; loading one more unloads the least recently used "
                              "(default 3; $ADAPLER_MAX_MODELS)")
     parser.add_argument("--no-preload", action="store_true", help="load the default model on first use, not at launch")
-    args = parser.parse_args(argv)
+    add_dataset_options(parser)
+    return parser
+
+
+def add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    # the option names and help of `python -m adapler`; importing adapler loads torch and transformers,
+    # so --help takes seconds rather than a blink
+    from adapler.cli import DATA_HELP, SPLIT_HELP, add_dataclass_options
+    from adapler.data import DataArgs
+
+    group = parser.add_argument_group(
+        "examples of your own dataset", f"the first {EXAMPLES_LISTED} examples of one split, listed in the "
+        "Explore tab with their gold labels (the --model's class names)")
+    helps = {**DATA_HELP, "dataset": "your own data, as in `python -m adapler`: a Hub dataset name, or a local "
+             ".csv/.tsv/.json/.jsonl/.parquet file or a folder of them, one file per split; see docs/data.md"}
+    add_dataclass_options(group, DataArgs, helps, only=DATASET_OPTIONS)
+    group.add_argument("--split", default=None, help=f"split of --dataset to list: {SPLIT_HELP} "
+                       f"(default: {DEFAULT_SPLIT})")
+
+
+def dataset_option_error(args: argparse.Namespace) -> str | None:
+    """A dataset option given without --dataset."""
+    if args.dataset is not None:
+        return None
+    given = [name for name in (*DATASET_OPTIONS[1:], "split") if getattr(args, name) is not None]
+    return f"--{given[0].replace('_', '-')} goes with --dataset" if given else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     t0 = time.perf_counter()
 
@@ -58,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.reports_dir and not os.path.isdir(args.reports_dir):
         print(f"error: --reports-dir {args.reports_dir}: no such folder", file=sys.stderr)
+        return 2
+    if (problem := dataset_option_error(args)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
 
     # Heavy imports after argument checks, so that --help and bad arguments answer at once.
@@ -81,6 +120,17 @@ def main(argv: list[str] | None = None) -> int:
               "repository checkout, not with an installed package): pass --model PATH, an AdapLeR or BERT "
               "classifier folder", file=sys.stderr)
         return 2
+    own_examples = None
+    if args.dataset is not None:  # read before the model loads and Gradio starts: bad data ends here
+        from adapler import data as D  # after the argument checks, as the other heavy imports
+
+        try:
+            source = D.DataArgs(**{name: getattr(args, name) for name in DATASET_OPTIONS}).source()
+            own_examples = A.dataset_examples(source, args.split or DEFAULT_SPLIT, default, EXAMPLES_LISTED)
+        except (D.DataError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        log.info("%d examples of %s (%s)", len(own_examples.examples), own_examples.name, own_examples.split)
     preload_error: list[BaseException] = []
 
     def preload():
@@ -96,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     # Gradio is imported here, while the preload thread loads the model (the two overlap)
     from .ui import LOCAL_CHOICE, build_demo
 
-    demo = build_demo(args.model, args.data_dir, reports_dir=args.reports_dir, allow_local_paths=args.allow_local_paths)
+    demo = build_demo(args.model, args.data_dir, reports_dir=args.reports_dir, allow_local_paths=args.allow_local_paths,
+                      dataset_examples=own_examples)
     if args.allow_local_paths:
         log.warning("--allow-local-paths: visitors can load any model folder on this machine by its path")
     if loader is not None:

@@ -1,5 +1,6 @@
 """The explorer's model and data handling: loaded models (one engine and baseline each, a lock per
-model), dataset examples with human rationales, shipped reports, downloads and the live evaluation.
+model), dataset examples with human rationales, examples of your own dataset (``--dataset``), shipped
+reports, downloads and the live evaluation.
 
 The per-text analysis itself is :func:`eraser_eval.analysis.analyze_text` (the same engine and
 rationale methods as the ERASER runner); this module only keeps the loaded models and serialises
@@ -18,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from transformers import AutoConfig
 
+from adapler import data as D
 from adapler.evaluation import plain_bert_copy
 from eraser_eval.analysis import Analysis, InputError, analyze_text
 from eraser_eval.cache import LRUTable
@@ -107,11 +110,17 @@ class ModelBundle:
     def task(self) -> str | None:
         return task_of(self.path)
 
+    @property
+    def pair(self) -> bool:
+        """The model reads a pair of texts (trained here with a second-text column)."""
+        return D.is_pair_model(self.model.config)
+
     def describe(self) -> str:
         c = self.model.config
         kind = "AdapLeR" if self.trained_adapler else "plain BERT (untrained Contribution Predictors)"
         return (f"{kind} · {c.num_hidden_layers} layers · hidden {c.hidden_size} · "
-                f"classes: {', '.join(self.labels)} · window {self.max_length} pieces")
+                f"classes: {', '.join(self.labels)} · window {self.max_length} pieces"
+                + (" · reads a pair of texts" if self.pair else ""))
 
 
 class ModelCache:
@@ -164,7 +173,8 @@ def _load(path: Path) -> ModelBundle:
     try:  # every code path once (drop, masked, eager attention, backward): first answers are fast
         words = "A short warm-up sentence for the explorer.".split()
         analyze(bundle, " ".join(words), 1.0, HumanExample("warm-up", "warm-up", "warm-up", " ".join(words),
-                                                           words, [i % 2 == 0 for i in range(len(words))], ""))
+                                                           words, [i % 2 == 0 for i in range(len(words))], ""),
+                text_pair="And a second one." if bundle.pair else None)
     except Exception:  # a warm-up failure surfaces again, readably, on the first real request
         log.exception("warm-up analysis failed for %s", path)
     bundle.load_seconds = time.perf_counter() - t0
@@ -262,17 +272,82 @@ def load_human_examples(data_dir: str | os.PathLike | None, per_dataset: int = 6
     return out
 
 
+@dataclass
+class DatasetExample:
+    """An example of your own dataset (``python -m app --dataset``): its text(s) and gold label."""
+
+    id: str
+    text: str
+    text_pair: str | None
+    label: str  # class name
+
+    @property
+    def title(self) -> str:
+        head = f"{self.text} ‖ {self.text_pair}" if self.text_pair is not None else self.text
+        return f"{self.label} · {head[:90]}{' …' if len(head) > 90 else ''} ({self.id})"
+
+
+@dataclass
+class DatasetExamples:
+    """The examples of one split of your own dataset, as listed in the Explore tab."""
+
+    name: str
+    split: str
+    examples: list[DatasetExample]
+
+    @property
+    def title(self) -> str:
+        return f"Examples of {self.name} ({self.split} split)"
+
+
+def dataset_examples(source: D.DatasetSpec, split: str, model_path: str | os.PathLike,
+                     limit: int | None = None) -> DatasetExamples:
+    """The (first ``limit``) examples of ``split`` of ``source`` for the model at ``model_path``: gold labels
+    by its class names, a second text exactly when it is a pair model. Raises ``adapler.data.DataError``
+    (the message names the file, row or column) or ``OSError`` (no model config)."""
+    config = AutoConfig.from_pretrained(str(model_path))
+    trained = getattr(config, "adapler_dataset", None) or {}
+    if D.is_pair_model(config) and not source.text_pair_column:
+        raise D.DataError(f"the model at {model_path} reads a pair of texts (trained with --text-column "
+                          f"{trained.get('text_column')} --text-pair-column {trained.get('text_pair_column')}): "
+                          f"name the second text of {source.title} with --text-pair-column")
+    if source.text_pair_column and not D.is_pair_model(config):
+        raise D.DataError(f"--text-pair-column {source.text_pair_column}: the model at {model_path} reads a "
+                          "single text, not a pair")
+    names = D.model_labels(config, source)
+    rows = D.load_examples(source, split, labels=names, limit=limit)
+    return DatasetExamples(source.title, split, [DatasetExample(r["id"], r["text"], r.get("text_pair"),
+                                                                names[r["label"]]) for r in rows])
+
+
 # --------------------------------------------------------------------------------------------------
 # analysis
 
 
+def _check_pair(bundle: ModelBundle, text: str, text_pair: str | None) -> None:
+    """A pair model needs its second text; a single-text model takes none."""
+    if text is None or not str(text).strip():
+        return  # no text at all: analyze_text says so
+    if bundle.pair and text_pair is None:
+        trained = getattr(bundle.model.config, "adapler_dataset", None) or {}
+        raise UserError(f"This model reads a pair of texts (it was trained on {trained.get('text_column')!r} and "
+                        f"{trained.get('text_pair_column')!r}): type the second text too (the box 'Second text "
+                        "(pair model)', the API's text_pair).")
+    if not bundle.pair and text_pair is not None:
+        raise UserError("This model reads a single text, not a pair: leave the second text empty (pair models are "
+                        "trained with --text-pair-column).")
+
+
 def analyze(bundle: ModelBundle, text: str, threshold_scale: float = 1.0,
-            human: HumanExample | None = None, slow_methods: bool = False) -> Analysis:
+            human: HumanExample | None = None, slow_methods: bool = False, text_pair: str | None = None) -> Analysis:
     """:func:`eraser_eval.analysis.analyze_text` on the bundle's model, engine and baseline, one
     analysis per model at a time; input problems become :class:`UserError`. ``slow_methods``: also
-    Integrated Gradients and occlusion."""
+    Integrated Gradients and occlusion. ``text_pair``: the second text, required by a pair model and
+    refused by a single-text one (a blank one counts as none: the hidden box of a single-text model)."""
+    text_pair = text_pair if text_pair is not None and str(text_pair).strip() else None
+    _check_pair(bundle, text, text_pair)
     try:
-        analysis = analyze_text(bundle.model, bundle.tokenizer, text, threshold_scale, human,
+        analysis = analyze_text(bundle.model, bundle.tokenizer, text, threshold_scale, human, text_pair=text_pair,
                                 engine=bundle.engine, baseline=bundle.baseline, labels=bundle.labels,
                                 model_path=str(bundle.path), lock=bundle.lock, slow_methods=bool(slow_methods))
     except InputError as e:

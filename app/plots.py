@@ -60,8 +60,9 @@ def _empty(title: str, message: str) -> go.Figure:
 def survival_heatmap(window, num_layers: int, title: str = "Token survival per layer") -> go.Figure:
     """Layers x tokens; colour = CP score while the token is alive; x = the layer it was dropped at.
 
-    ``window``: :class:`app.analysis.WindowResult`. Cells after a token's removal are empty (grey
-    background); [CLS] (never removed) is marked with a star.
+    ``window``: :class:`eraser_eval.analysis.WindowResult`. Cells after a token's removal are empty (grey
+    background); [CLS] (never removed) is marked with a star; the hover names the pieces of a pair's
+    second text.
     """
     cp, keep = np.asarray(window.cp, float), np.asarray(window.keep, bool)
     n_layers, n = keep.shape
@@ -72,11 +73,13 @@ def survival_heatmap(window, num_layers: int, title: str = "Token survival per l
     z = np.where(alive_before, cp, np.nan)
     drop = window.drop_layer  # 1-based, 0 = never
     pieces = [esc(p) for p in window.pieces]
+    second = [j < len(window.token_type_ids) and window.token_type_ids[j] == 1 for j in range(n)]
+    hover = [p + (" (second text)" if s else "") for p, s in zip(pieces, second)]
     thr = np.asarray(window.thresholds, float)
     status = [["kept" + (" ([CLS] is never removed)" if j == 0 else "") if keep[li, j]
                else "dropped here (CP score below threshold)" if alive_before[li, j]
                else f"removed before layer {int(drop[j])}" for j in range(n)] for li in range(n_layers)]
-    custom = [[[pieces[j], status[li][j], f"{thr[li]:.4f}"] for j in range(n)] for li in range(n_layers)]
+    custom = [[[hover[j], status[li][j], f"{thr[li]:.4f}"] for j in range(n)] for li in range(n_layers)]
     layers = list(range(1, n_layers + 1))
     zmax = float(np.nanmax(z)) if np.isfinite(z).any() else 1.0
     small = n <= 128
@@ -192,7 +195,11 @@ def rationales_html(analysis, titles: dict[str, str], order) -> str:
             f'<span class="rx-note">{note}</span></div>'
             f'<div class="rx-text">{body}</div><div class="rx-legend">{esc(legend)}</div></div>'
         )
-    return f'<style>{CSS}</style><div class="rx-grid" id="rationale-panels">{"".join(panels)}</div>'
+    pair = ""
+    if analysis.text_pair is not None:
+        pair = (f'<div class="rx-pair" id="rationale-pair"><b>Second text</b> (context in every window, not '
+                f'scored): {esc(analysis.text_pair)}</div>')
+    return f'<style>{CSS}</style>{pair}<div class="rx-grid" id="rationale-panels">{"".join(panels)}</div>'
 
 
 def _cell(v) -> str:
@@ -245,6 +252,7 @@ CSS = """
 .rx-w { padding: 1px 2px; border-radius: 3px; }
 .rx-sel { font-weight: 600; }
 .rx-legend { font-size: .8em; opacity: .7; margin-top: 6px; }
+.rx-pair { margin: 0 0 8px; padding: 6px 10px; border-left: 4px solid #9e9e9e; }
 .rx-error { background: #fdecea; color: #b71c1c; border-radius: 6px; padding: 8px 10px; margin: 4px 0; }
 .rx-notice { background: #fff8e1; color: #5d4037; border-radius: 6px; padding: 6px 10px; margin: 4px 0; }
 .rx-scroll { overflow-x: auto; max-width: 100%; }

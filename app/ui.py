@@ -45,7 +45,7 @@ class AppState:
 
     def __init__(self, model_path: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
                  models_dir: str | os.PathLike | None = None, reports_dir: str | os.PathLike | None = None,
-                 allow_local_paths: bool = False):
+                 allow_local_paths: bool = False, dataset_examples: A.DatasetExamples | None = None):
         self.models: dict[str, Path] = {}
         self.allow_local_paths = allow_local_paths  # may a visitor load a model folder by its path?
         self.override_label = None
@@ -62,6 +62,8 @@ class AppState:
             title = e.title if e.title not in self.human_by_title else f"{e.title} ({e.annotation_id})"
             self.human_by_title[title] = e
         self.human_by_key = {e.key: e for e in self.human_examples}
+        self.dataset_examples = dataset_examples  # python -m app --dataset
+        self.dataset_by_id = {e.id: e for e in dataset_examples.examples} if dataset_examples else {}
 
     @property
     def default_choice(self) -> str:
@@ -193,14 +195,17 @@ def _window_update(a: A.Analysis | None):
     return gr.update(choices=choices, value=choices[0], visible=len(choices) > 1)
 
 
-def run_analysis(state: AppState, choice, local_path, text, scale, human: A.HumanExample | None, slow=False):
+def run_analysis(state: AppState, choice, local_path, text, scale, human: A.HumanExample | None, slow=False,
+                 text_pair=None):
     """Everything the Explore tab shows, for one text. Returns a tuple matching ``OUTPUT_NAMES``.
-    ``slow``: also Integrated Gradients and occlusion (the opt-in checkbox)."""
+    ``slow``: also Integrated Gradients and occlusion (the opt-in checkbox); ``text_pair``: the second
+    text of a pair model."""
     try:
         if text is None or not str(text).strip():
             raise A.UserError("Type a sentence (or pick an example) to analyse.")
         bundle = state.bundle(choice, local_path)
-        a = A.analyze(bundle, str(text), scale if scale is not None else 1.0, human, slow_methods=bool(slow))
+        a = A.analyze(bundle, str(text), scale if scale is not None else 1.0, human, slow_methods=bool(slow),
+                      text_pair=text_pair)
         title = "Token survival per layer" + (f" · window 1 of {len(a.windows)}" if len(a.windows) > 1 else "")
         heat = P.survival_heatmap(a.windows[0], a.num_layers, title)
         curve = P.lengths_curve(a.windows, a.num_layers)
@@ -425,28 +430,34 @@ as JSON and CSV."""
 
 def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
                models_dir: str | os.PathLike | None = None, reports_dir: str | os.PathLike | None = None,
-               allow_local_paths: bool = False) -> gr.Blocks:
+               allow_local_paths: bool = False, dataset_examples: A.DatasetExamples | None = None) -> gr.Blocks:
     """The explorer. ``allow_local_paths``: visitors may load any model folder on this machine by its path
-    ("Local path…", the API's ``model``); off by default, for a server open to the public."""
-    state = AppState(model_path, data_dir, models_dir, reports_dir, allow_local_paths)
+    ("Local path…", the API's ``model``); off by default, for a server open to the public.
+    ``dataset_examples``: examples of your own dataset listed in the Explore tab
+    (:func:`app.analysis.dataset_examples`)."""
+    state = AppState(model_path, data_dir, models_dir, reports_dir, allow_local_paths, dataset_examples)
     P.figure([], {})  # loads plotly's template once, not on the first request
     choices = list(state.models) + ([LOCAL_CHOICE] if allow_local_paths else [])
     default = state.default_choice
 
     def model_info(choice, local_path):
+        """The model line under the picker, and the second text box: shown for a pair model, hidden and
+        emptied otherwise (a hidden second text would be refused by a single-text model)."""
+        no_pair = gr.update(visible=False, value="")
         if choice == LOCAL_CHOICE and state.allow_local_paths and not (local_path or "").strip():
             if not state.models:
                 return ("**No model available.** No shipped model under `assets/models/`; start with "
-                        "`python -m app --model PATH` or enter a local model folder below.")
-            return "Enter the folder of a local AdapLeR (or BERT) classifier."
+                        "`python -m app --model PATH` or enter a local model folder below."), no_pair
+            return "Enter the folder of a local AdapLeR (or BERT) classifier.", no_pair
         try:
             b = state.bundle(choice, local_path)
-            return f"Model `{P.esc(b.path)}`: {P.esc(b.describe())} (loaded in {b.load_seconds:.1f} s)."
+            return (f"Model `{P.esc(b.path)}`: {P.esc(b.describe())} (loaded in {b.load_seconds:.1f} s).",
+                    gr.update(visible=True) if b.pair else no_pair)
         except A.UserError as e:
-            return f"**{P.esc(e)}**"
+            return f"**{P.esc(e)}**", no_pair
         except Exception as e:
             log.exception("model load failed")
-            return f"**Could not load the model ({P.esc(type(e).__name__)}: {P.esc(e)}).**"
+            return f"**Could not load the model ({P.esc(type(e).__name__)}: {P.esc(e)}).**", no_pair
 
     with gr.Blocks(title="AdapLeR rationale explorer", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO, elem_id="intro")
@@ -461,6 +472,9 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
                 info = gr.Markdown(elem_id="model-info")
                 text = gr.Textbox(label="Text", lines=4, max_lines=12, elem_id="input-text",
                                   placeholder="Type a sentence, or pick an example below")
+                text_pair = gr.Textbox(label="Second text (pair model)", lines=2, max_lines=8, visible=False,
+                                       elem_id="input-text-pair",
+                                       placeholder="The model reads [CLS] text [SEP] second text [SEP]")
                 with gr.Row():
                     scale = gr.Slider(0.0, 3.0, value=1.0, step=0.05, label="Threshold scale (x learned thresholds; "
                                       "0 = no pruning, higher = more pruning)", elem_id="threshold-scale", scale=4)
@@ -480,6 +494,12 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
                                           label="Dataset examples with human rationales (test split)",
                                           elem_id="dataset-example", scale=4)
                     ds_btn = gr.Button("Load and analyse", elem_id="load-example-btn", scale=1)
+                own = state.dataset_examples
+                if own is not None:
+                    with gr.Row():
+                        own_pick = gr.Dropdown([(e.title, e.id) for e in own.examples], value=None, label=own.title,
+                                               elem_id="own-example", scale=4)
+                        own_btn = gr.Button("Load and analyse", elem_id="load-own-example-btn", scale=1)
                 status = gr.HTML(elem_id="status")
                 with gr.Row():
                     pred = gr.Label(label="Prediction (pruned model)", elem_id="prediction", num_top_classes=5)
@@ -546,10 +566,11 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
         outputs = [status, pred, pred_md, window, heat, curve, rat, metrics_md, metrics, speed, speed_md,
                    dl_json, dl_csv, cost, analysis_state]
 
-        def _run(choice, path, txt, sc, human, slow_methods=False):
-            return run_analysis(state, choice, path, txt, sc, human, slow_methods)
+        def _run(choice, path, txt, sc, human, slow_methods=False, second=None):
+            return run_analysis(state, choice, path, txt, sc, human, slow_methods, second)
 
-        inputs = [picker, local_path, text, scale, human_state, slow]
+        # the second text comes last: API clients that pass the earlier arguments by position keep working
+        inputs = [picker, local_path, text, scale, human_state, slow, text_pair]
         analyze_btn.click(_run, inputs, outputs, api_name="analyze", concurrency_id="analysis")
         text.submit(_run, inputs, outputs, api_visibility="private", concurrency_id="analysis")
         scale.release(_run, inputs, outputs, api_visibility="private", concurrency_id="analysis")
@@ -567,12 +588,26 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
         ds_btn.click(_load_dataset_example, [ds_pick], [text, human_state], api_visibility="private").then(
             _run, inputs, outputs, api_visibility="private", concurrency_id="analysis")
 
-        def _picker_changed(choice, path):
-            return gr.update(visible=choice == LOCAL_CHOICE), model_info(choice, path)
+        if own is not None:
+            def _load_own_example(example_id):
+                ex = state.dataset_by_id.get(example_id or "")
+                if ex is None:
+                    return gr.update(), gr.update(), None
+                if ex.text_pair is None:
+                    return ex.text, "", None
+                # shown whenever it holds a text: with a single-text model picked, the refusal names a box one sees
+                return ex.text, gr.update(value=ex.text_pair, visible=True), None
 
-        picker.change(_picker_changed, [picker, local_path], [local_path, info], api_visibility="private")
-        local_path.submit(model_info, [picker, local_path], [info], api_visibility="private")
-        demo.load(model_info, [picker, local_path], [info], api_visibility="private")
+            own_btn.click(_load_own_example, [own_pick], [text, text_pair, human_state],
+                          api_visibility="private").then(_run, inputs, outputs, api_visibility="private",
+                                                         concurrency_id="analysis")
+
+        def _picker_changed(choice, path):
+            return gr.update(visible=choice == LOCAL_CHOICE), *model_info(choice, path)
+
+        picker.change(_picker_changed, [picker, local_path], [local_path, info, text_pair], api_visibility="private")
+        local_path.submit(model_info, [picker, local_path], [info, text_pair], api_visibility="private")
+        demo.load(model_info, [picker, local_path], [info, text_pair], api_visibility="private")
 
         rep_outputs = [rep_md, rep_table, rep_fpr, rep_bars, rep_images, rep_files, rep_full,
                        dis_note, dis_by, dis_table, dis_state]
@@ -597,12 +632,13 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
                        api_name="live_evaluation", concurrency_limit=1)
 
         def analyze_json(text: str, threshold_scale: float = 1.0, model: str = "", example: str = "",
-                         slow_methods: bool = False) -> dict:
+                         slow_methods: bool = False, text_pair: str = "") -> dict:
             """The whole analysis of ``text`` as JSON (tokens, per-layer CP scores and keep masks, rationales,
             metrics, speed). ``model``: a picker label (default: the default model), or a model folder when the
             server allows it (``--allow-local-paths``).
             ``example``: key of a dataset example (``/examples``); its human rationale is used when ``text`` is
-            that example's text. ``slow_methods``: also Integrated Gradients and occlusion."""
+            that example's text. ``slow_methods``: also Integrated Gradients and occlusion. ``text_pair``: the
+            second text, for a pair model (``[CLS] text [SEP] text_pair [SEP]``)."""
             try:
                 if text is None or not str(text).strip():
                     raise A.UserError("Type a sentence (or pick an example) to analyse.")
@@ -610,7 +646,8 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
                 if example and human is None:
                     raise A.UserError(f"Unknown dataset example {example!r}; see /examples.")
                 bundle = state.bundle(model or None, None)
-                return A.analyze(bundle, str(text), threshold_scale, human, slow_methods=bool(slow_methods)).to_dict()
+                return A.analyze(bundle, str(text), threshold_scale, human, slow_methods=bool(slow_methods),
+                                 text_pair=text_pair).to_dict()
             except A.UserError as e:
                 return {"error": str(e)}
             except Exception as e:
@@ -620,12 +657,17 @@ def build_demo(model_path: str | os.PathLike | None = None, data_dir: str | os.P
         gr.api(analyze_json, api_name="analyze_json", concurrency_id="analysis")
 
         def list_examples() -> dict:
-            """Models, sentences written for the app, and dataset examples with human rationales."""
+            """Models, sentences written for the app, dataset examples with human rationales, and the examples
+            of the server's own dataset (``python -m app --dataset``; None without one)."""
             return {
                 "models": list(state.models),
                 "sentences": state.examples,
                 "dataset_examples": [{"key": e.key, "title": e.title, "dataset": e.dataset, "label": e.label,
                                       "text": e.text} for e in state.human_examples],
+                "own_dataset": None if own is None else {
+                    "name": own.name, "split": own.split,
+                    "examples": [{"id": e.id, "label": e.label, "text": e.text, "text_pair": e.text_pair}
+                                 for e in own.examples]},
             }
 
         gr.api(list_examples, api_name="examples", queue=False)

@@ -1,4 +1,5 @@
-"""One text in, one :class:`Analysis` out: everything one click of the explorer shows.
+"""One text (or a pair of texts, for a pair model) in, one :class:`Analysis` out: everything one click
+of the explorer shows.
 
 Prediction (pruned and unpruned), per-layer keep masks and CP scores per window, word-level
 rationales of every method at equal size k (k = words AdapLeR keeps to the last layer), agreement
@@ -40,6 +41,8 @@ __all__ = ["IG_STEPS", "METHOD_ORDER", "SLOW_METHODS", "Analysis", "HumanRationa
 
 MAX_CHARS = 50_000  # longer text is cut (visible notice) before tokenising
 MAX_WINDOWS = 4  # at most this many model windows per analysis; the rest is cut with a notice
+# a second text (pair models) is kept whole in every window, so it may take at most this share of one
+PAIR_FRACTION = 0.5
 METHOD_ORDER = ("adapler", "saliency", "attention", "attention_rollout", "integrated_gradients", "occlusion")
 SLOW_METHODS = ("integrated_gradients", "occlusion")  # only with analyze_text(..., slow_methods=True)
 IG_STEPS = 20
@@ -72,6 +75,7 @@ class WindowResult:
     thresholds: np.ndarray  # (layers,) delta_l = eta_l / n_l
     layer_lengths: np.ndarray  # (layers,)
     probs: np.ndarray  # (C,) pruned model
+    token_type_ids: list[int] = field(default_factory=list)  # 1 on the second text of a pair and its [SEP]
 
     @property
     def drop_layer(self) -> np.ndarray:
@@ -103,6 +107,7 @@ class Analysis:
     notices: list[str]
     timings_ms: dict[str, float]
     costs: dict[str, dict] = field(default_factory=dict)  # method -> {"forward", "backward", "ms"}
+    text_pair: str | None = None  # the second text of a pair model (context: in every window, not scored)
 
     @property
     def predicted(self) -> str:
@@ -116,6 +121,7 @@ class Analysis:
         """Everything, as plain JSON data (the JSON download and the ``/analyze_json`` API)."""
         return jsonable({
             "text": self.text,
+            "text_pair": self.text_pair,
             "model": self.model_path,
             "threshold_scale": self.threshold_scale,
             "prediction": {
@@ -132,6 +138,7 @@ class Analysis:
                 "piece_range": [w.start, w.end],
                 "pieces": w.pieces,
                 "piece_word": w.piece_word,
+                "token_type_ids": w.token_type_ids,
                 "cp_scores": np.round(w.cp.astype(np.float64), 6),
                 "keep_masks": w.keep,
                 "drop_layer": w.drop_layer,
@@ -186,20 +193,44 @@ def human_for_text(text: str, example: HumanRationale | None) -> HumanRationale 
     return example if text.split() == example.tokens else None
 
 
+def _second_text(tokenizer, text_pair: str, max_length: int, max_chars: int,
+                 notices: list[str]) -> tuple[str, list[int]]:
+    """The second text of a pair (as analysed) and its word pieces: segment B of every window."""
+    if not str(text_pair).strip():
+        raise InputError("The second text is empty: type it, or analyse the first text alone.")
+    text_pair = str(text_pair)
+    if len(text_pair) > max_chars:
+        notices.append(f"The second text has {len(text_pair):,} characters; only the first {max_chars:,} are used.")
+        text_pair = text_pair[:max_chars]
+    ids = list(tokenizer(text_pair, add_special_tokens=False, verbose=False)["input_ids"])
+    if not ids:
+        raise InputError("The second text produces no word pieces the model knows (only characters the "
+                         "tokenizer removes).")
+    limit = max(1, int(PAIR_FRACTION * max_length))
+    if len(ids) > limit:  # it repeats in every window: the first text must keep room
+        notices.append(f"The second text has {len(ids):,} word pieces; only its first {limit} (half a window of "
+                       f"{max_length}) are used.")
+        ids = ids[:limit]
+    return text_pair, ids
+
+
 def analyze_text(model, tokenizer, text: str, threshold_scale: float = 1.0, human: HumanRationale | None = None,
-                 *, engine: Engine | None = None, baseline=None, labels: list[str] | None = None,
+                 *, text_pair: str | None = None, engine: Engine | None = None, baseline=None, labels: list[str] | None = None,
                  model_path: str | None = None, lock=None, max_windows: int = MAX_WINDOWS,
                  max_chars: int = MAX_CHARS, slow_methods: bool = False) -> Analysis:
     """Prediction, survival heatmap data, rationales, metrics and speed for one text.
 
     ``model``: an AdapLeR classifier (``AdapLeRForSequenceClassification``); ``tokenizer``: its fast
     tokenizer. ``human``: a rationale over ``text.split()``, used only while the text is exactly its
-    tokens. ``engine`` (default: a new one, memory cache) and ``baseline`` (default:
+    tokens. ``text_pair``: the second text of a pair model, encoded ``[CLS] text [SEP] text_pair [SEP]``
+    with segment ids 1 on ``text_pair [SEP]``; it is context in every window (cut to
+    ``PAIR_FRACTION`` of a window), and only the words of ``text`` are scored. ``engine`` (default: a
+    new one, memory cache) and ``baseline`` (default:
     ``adapler.evaluation.plain_bert_copy(model)``, the timed unpruned model) are worth keeping
     between calls. ``labels``: class names (default: ``config.id2label``). ``lock``: held while the
     model runs (a ``threading.Lock`` per model in a server). ``slow_methods``: also Integrated
     Gradients (``IG_STEPS`` steps) and occlusion. Raises
-    :class:`InputError` for an empty text or a bad threshold scale.
+    :class:`InputError` for an empty text (or an empty ``text_pair``) or a bad threshold scale.
     """
     engine = engine if engine is not None else Engine(model, tokenizer, batch_size=4)
     baseline = baseline if baseline is not None else plain_bert_copy(model).eval()
@@ -229,13 +260,17 @@ def analyze_text(model, tokenizer, text: str, threshold_scale: float = 1.0, huma
 
     # ---- words and pieces (one alignment function for highlighting and scoring)
     t = time.perf_counter()
+    query_ids = None
+    if text_pair is not None:
+        text_pair, query_ids = _second_text(tok, text_pair, max_length, max_chars, notices)
+    room = max_length - 2 - (len(query_ids) + 1 if query_ids else 0)  # first-text pieces per window
     alignment, spans = align_text(tok, text)
-    max_pieces = max_windows * (max_length - 2)
+    max_pieces = max_windows * room
     if alignment.num_pieces > max_pieces:
         n_words = int(np.searchsorted(alignment.word_start, max_pieces, side="right")) - 1
         notices.append(
             f"The text has {alignment.num_pieces:,} word pieces; the explorer analyses at most {max_windows} windows "
-            f"of {max_length - 2} pieces, so only the first {n_words:,} of {alignment.num_tokens:,} words are "
+            f"of {room} pieces, so only the first {n_words:,} of {alignment.num_tokens:,} words are "
             "analysed (the rest is not shown).")
         alignment = alignment.subset(range(n_words))
         spans = spans[:n_words]
@@ -253,17 +288,18 @@ def analyze_text(model, tokenizer, text: str, threshold_scale: float = 1.0, huma
     unknown = len(alignment.unknown)
     if unknown:
         notices.append(f"{unknown} word(s) contain pieces unknown to the tokenizer ([UNK]).")
-    windows = make_windows(alignment, tok, max_length)
+    windows = make_windows(alignment, tok, max_length, query_ids)
     if len(windows) > 1:
         notices.append(
-            f"The text has {alignment.num_pieces:,} word pieces, more than one window of {max_length - 2}: it is "
-            f"split into {len(windows)} consecutive windows (every analysed piece is seen once); the prediction is the mean over "
+            f"The text has {alignment.num_pieces:,} word pieces, more than one window of {room}: it is "
+            f"split into {len(windows)} consecutive windows (every analysed piece is seen once"
+            f"{'; the second text is in every window' if query_ids else ''}); the prediction is the mean over "
             "windows. Pick a window above the heatmap.")
     timings["tokenize"] = (time.perf_counter() - t) * 1000
 
     doc = DocInput("input", "input", alignment,
                    np.asarray(human.gold, dtype=bool) if human is not None else np.zeros(alignment.num_tokens, bool),
-                   human.label if human is not None else "")
+                   human.label if human is not None else "", query_ids)
     total_tokens = sum(w.length for w in windows)
     repeats = _repeats(total_tokens)
 
@@ -295,6 +331,7 @@ def analyze_text(model, tokenizer, text: str, threshold_scale: float = 1.0, huma
                     thresholds=out.thresholds[0].float().numpy(),
                     layer_lengths=out.layer_lengths[0].float().numpy(),
                     probs=torch.softmax(out.logits[0].float(), -1).numpy(),
+                    token_type_ids=list(w.token_type_ids),
                 ))
         timings["forward_timed"] = (time.perf_counter() - t) * 1000
 
@@ -389,5 +426,5 @@ def analyze_text(model, tokenizer, text: str, threshold_scale: float = 1.0, huma
         methods=methods, k=k, human=doc.gold if human is not None else None,
         human_source=human.source if human is not None else None,
         metrics=metrics, speed=speed, notices=notices, timings_ms=timings,
-        costs={name: o.extra["cost"] for name, o in outputs.items() if "cost" in o.extra},
+        costs={name: o.extra["cost"] for name, o in outputs.items() if "cost" in o.extra}, text_pair=text_pair,
     )

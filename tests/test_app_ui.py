@@ -85,13 +85,13 @@ def test_run_analysis_handler(monkeypatch):
     state = ui.AppState.__new__(ui.AppState)  # no models or data folders needed
     monkeypatch.setattr(ui.AppState, "bundle", lambda self, choice, local: object())
     asked = {}
-    monkeypatch.setattr(A, "analyze", lambda bundle, text, scale, human, slow_methods: asked.update(
-        slow=slow_methods) or fake_analysis())
+    monkeypatch.setattr(A, "analyze", lambda bundle, text, scale, human, slow_methods, text_pair: asked.update(
+        slow=slow_methods, text_pair=text_pair) or fake_analysis())
     out = ui.run_analysis(state, "fake", "", "a truly awful film", 1.0, None)
     assert out[1] == {"negative": 0.8, "positive": 0.2} and out[-1].words == WORDS and asked["slow"] is False
     assert len(out[-2]) == 3  # the cost table
-    ui.run_analysis(state, "fake", "", "a truly awful film", 1.0, None, True)
-    assert asked["slow"] is True
+    ui.run_analysis(state, "fake", "", "a truly awful film", 1.0, None, True, "a second text")
+    assert asked["slow"] is True and asked["text_pair"] == "a second text"
 
     def fail(*args, **kwargs):
         raise A.UserError("Type a sentence")

@@ -1,10 +1,12 @@
 """Your own data and model: the README's two command sequences end to end (a CSV of single texts, a
-JSONL pair task), a classifier made here as the start of `train`, pairs in encode/saliency, and every
-bad input (exit status 2, the file and row named, nothing written)."""
+JSONL pair task; their explorer commands up to the server's start), a classifier made here as the start
+of `train`, pairs in encode/saliency, and every bad input (exit status 2, the file and row named,
+nothing written)."""
 
 import json
 import re
 import shlex
+from types import SimpleNamespace
 
 import datasets
 import pytest
@@ -33,13 +35,33 @@ FAST = {"finetune": ["--epochs", "1", "--batch-size", "8"], "train": ["--epochs"
         "evaluate": ["--timing-examples", "4", "--no-attention-baseline"], "saliency": []}
 
 
-def readme_sequences() -> list[list[list[str]]]:
-    """The bash blocks of README's "Your own data" section, as argv lists (without `python -m adapler`)."""
+def readme_commands() -> list[list[list[str]]]:
+    """The bash blocks of README's "Your own data" section, each command as an argv list."""
     text = REPO.joinpath("README.md").read_text()
     section = text.split("## Your own data", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
-    return [[shlex.split(cmd)[3:] for cmd in block.replace("\\\n", " ").splitlines() if cmd.strip()]
-            for block in blocks]
+    return [[shlex.split(cmd) for cmd in block.replace("\\\n", " ").splitlines() if cmd.strip()] for block in blocks]
+
+
+def readme_sequences(program: str = "adapler") -> list[list[list[str]]]:
+    """The ``python -m PROGRAM`` commands of each block, as argv lists without ``python -m PROGRAM``."""
+    return [[argv[3:] for argv in block if argv[:3] == ["python", "-m", program]] for block in readme_commands()]
+
+
+def run_explorer(argv: list[str], monkeypatch) -> tuple[int, dict]:
+    """``python -m app ARGV`` up to the server's start: its exit status and what it built the page with."""
+    # the explorer (Gradio) only for the tests that start it
+    from app import __main__ as app_main
+    from app import ui
+
+    built: dict = {}
+
+    def build_demo(*args, **kwargs):
+        built.update(kwargs, model=args[0])
+        return SimpleNamespace(app_state=SimpleNamespace(default_choice="--model"), launch=lambda **kw: None)
+
+    monkeypatch.setattr(ui, "build_demo", build_demo)
+    return app_main.main([*argv, "--threads", "0"]), built
 
 
 def write_tickets(path, rows=32):
@@ -91,6 +113,9 @@ def test_readme_has_both_sequences():
     seqs = readme_sequences()
     assert [[argv[0] for argv in seq] for seq in seqs] == [["finetune", "saliency", "train", "evaluate"]] * 2
     assert "--text-pair-column" in seqs[1][0] and seqs[0][0][:3] == ["finetune", "--dataset", "tickets.csv"]
+    assert [len(seq) for seq in readme_sequences("app")] == [1, 1]  # then the explorer on the model
+    assert all(argv[:3] in (["python", "-m", "adapler"], ["python", "-m", "app"])
+               for block in readme_commands() for argv in block)
 
 
 @pytest.mark.parametrize("which,labels,pair", [(0, ["billing", "bug", "praise"], None), (1, ["contradiction", "entailment"], "hypothesis")])
@@ -104,6 +129,25 @@ def test_readme_sequence_outputs(readme_runs, which, labels, pair):
     report = json.loads((out / "eval.json").read_text())
     assert report["adapler"]["examples"] == (8 if which == 0 else 12)  # train[75%:] of 32 rows; 12 val rows
     assert 0 <= report["adapler"]["accuracy"] <= 1 and report["adapler"]["speedup_corrected"] > 0
+
+
+@pytest.mark.parametrize("which,labels", [(0, ["billing", "bug", "praise"]), (1, ["contradiction", "entailment"])])
+def test_readme_explorer_commands(readme_runs, monkeypatch, which, labels):
+    """The explorer command of each sequence: the dataset's examples under the model's class names,
+    and an analysis of one of them (a second text for the pair model) predicting one of those names."""
+    from app import analysis as A  # the explorer's model handling only for this test
+
+    (argv,) = readme_sequences("app")[which]
+    monkeypatch.chdir(readme_runs[which].parent.parent)
+    code, built = run_explorer(argv, monkeypatch)
+    own = built["dataset_examples"]
+    assert code == 0 and built["model"] == argv[argv.index("--model") + 1]
+    assert len(own.examples) == (8 if which == 0 else 12) and {e.label for e in own.examples} == set(labels)
+    assert all((e.text_pair is not None) == (which == 1) for e in own.examples)
+    bundle = A.load_bundle(built["model"])
+    ex = own.examples[0]
+    analysis = A.analyze(bundle, ex.text, text_pair=ex.text_pair)
+    assert analysis.labels == labels and analysis.predicted in labels and analysis.text_pair == ex.text_pair
 
 
 def test_pair_saliency_covers_both_segments(readme_runs, base_tokenizer):
