@@ -6,8 +6,8 @@ highlighted rationales render (with the PNG export button), loads a dataset exam
 rationale, checks that a ``<script>`` text shows as text, and saves screenshots to
 ``tests/artifacts/``. The report tab is checked at 1280 px on two reports: one made by
 ``eraser_eval.evaluate`` with this code (tiny model, synthetic data: it has per-example records) and
-the shipped Movies report (made before them): tables fit (every cell on one line, or the table in a
-horizontal scroller), no broken image or empty plot, and a row of the disagreement table opens its
+the shipped Movies report without its per-example records (as a report made before them): tables fit
+(every cell on one line, or the table in a horizontal scroller), no broken image or empty plot, and a row of the disagreement table opens its
 example in the Explore tab; its screenshot goes to the test's tmp folder and to ``$ARTIFACTS_DIR`` when
 set. Skipped when /usr/bin/chromium is missing, unless ``CI=true``.
 """
@@ -85,13 +85,15 @@ def app_server(tmp_path_factory, chromium):
 
 def make_reports(root: Path, model: Path, data: Path) -> Path:
     """``hatexplain``: a report made by this code (per-example records included); ``movies``: the shipped
-    Movies report, made before per-example records were saved (its wide metrics table is the real one)."""
+    Movies report (its wide metrics table is the real one) without its per-example records, as a report
+    made before they were saved."""
     # here, not at the top: the evaluation loads torch and the model code only for this module's fixture
     from eraser_eval import evaluate
 
     evaluate(dataset="hatexplain", split="test", model=str(model), data_dir=data, out_dir=root / "hatexplain",
              methods=["adapler", "saliency", "attention", "random"], faithfulness="full", show_progress=False)
     shutil.copytree(REPO / "assets" / "reports" / "movies", root / "movies")
+    (root / "movies" / "examples.jsonl").unlink(missing_ok=True)
     return root
 
 
@@ -253,7 +255,7 @@ def test_report_tab_is_readable_at_1280px(page, tmp_path):
 
 
 def test_old_report_says_how_to_remake(page, tmp_path):
-    _open_report(page, "movies")  # the shipped report: wide real numbers, no per-example records
+    _open_report(page, "movies")  # the shipped report (wide real numbers) without per-example records
     page.wait_for_function("() => document.querySelector('#disagree-note').innerText.includes('re-make')",
                            timeout=30_000)
     assert "--out assets/reports/movies" in page.locator("#disagree-note").inner_text()
