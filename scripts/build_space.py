@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import importlib.metadata
+import json
 import shutil
 import subprocess
 import sys
@@ -123,6 +124,17 @@ Run it locally: `pip install -r requirements.txt && python app.py`.
 """
 
 
+def reports_of(models) -> list[Path]:
+    """Shipped report folders made with one of ``models`` (``config.model`` of their metrics.json)."""
+    wanted = {f"assets/models/{m}" for m in models}
+    found = []
+    for metrics in sorted((REPO / "assets" / "reports").glob("*/metrics.json")):
+        model = (json.loads(metrics.read_text(encoding="utf-8")).get("config") or {}).get("model")
+        if model in wanted:
+            found.append(metrics.parent)
+    return found
+
+
 def build(out: Path, models: list[str]) -> Path:
     available = shipped_models()
     unknown = [m for m in models if m not in available]
@@ -140,8 +152,8 @@ def build(out: Path, models: list[str]) -> Path:
     shutil.copy2(assets / "examples.json", out / "assets" / "examples.json")
     for m in models:
         shutil.copytree(assets / "models" / m, out / "assets" / "models" / m, ignore=caches)
-        if (assets / "reports" / m).is_dir():  # the ERASER report of that model (the report tab)
-            shutil.copytree(assets / "reports" / m, out / "assets" / "reports" / m, ignore=caches)
+    for report in reports_of(models):  # the ERASER reports of those models (the report tab)
+        shutil.copytree(report, out / "assets" / "reports" / report.name, ignore=caches)
     (out / "requirements.txt").write_text(
         "# The explorer's runtime dependencies at the pins it is tested with (scripts/build_space.py)\n"
         f"--extra-index-url {TORCH_CPU_INDEX}\n" + "\n".join(requirements()) + "\n", encoding="utf-8")

@@ -8,6 +8,7 @@ process, with the bundle as working directory, no PYTHONPATH and no data folder.
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 import shutil
 import socket
@@ -126,3 +127,15 @@ def test_app_runs_from_the_bundle(bundle):
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+def test_bundled_reports_are_those_of_the_bundled_models():
+    """A model's reports travel with it, whatever their folder name (``movies-ig`` is a Movies report)."""
+    spec = importlib.util.spec_from_file_location("build_space", REPO / "scripts" / "build_space.py")
+    build_space = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_space)
+    require(REPO / "assets" / "reports" / "movies" / "metrics.json", "shipped Movies report")
+    movies = {p.name for p in build_space.reports_of(["movies"])}
+    assert "movies" in movies and "hatexplain" not in movies
+    assert {p.name for p in build_space.reports_of(["hatexplain"])} == {"hatexplain"}
+    assert build_space.reports_of(["sst2"]) == []  # no SST-2 report is shipped
