@@ -7,6 +7,7 @@ evaluation and report paths testable without the real data or the shipped models
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -99,10 +100,18 @@ def server(env):
     # here, not at the top: Gradio loads only for the tests that use the app
     from app import build_demo
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as `python -m app` does (--threads 1)
+    with serving(lambda: build_demo(env["model"], env["data"], models_dir=env["models_dir"],
+                                    reports_dir=env["reports"])) as running:
+        yield running
 
-    demo = build_demo(env["model"], env["data"], models_dir=env["models_dir"], reports_dir=env["reports"])
+
+@contextlib.contextmanager
+def serving(make_demo):
+    """The demo ``make_demo()`` builds, served on a free local port with 1 torch thread, as `python -m app`
+    runs it (--threads 1); yields its url, the demo and its app state."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    demo = make_demo()
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:

@@ -15,7 +15,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from test_app_api import free_port, no_traceback
+from test_app_api import no_traceback, serving
 from test_own_data import NLI, run_explorer, write_nli, write_tickets
 
 from adapler import AdapLeRForSequenceClassification
@@ -66,17 +66,9 @@ def server(own):
     from app import build_demo
 
     examples = A.dataset_examples(own["tickets"], "test", own["single"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as `python -m app` does (--threads 1)
-    demo = build_demo(own["single"], None, models_dir=own["base"] / "no_models", allow_local_paths=True,
-                      dataset_examples=examples)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield {"url": f"http://127.0.0.1:{port}/", "demo": demo, "state": demo.app_state}
-    finally:
-        demo.close()
-        torch.set_num_threads(threads)
+    with serving(lambda: build_demo(own["single"], None, models_dir=own["base"] / "no_models",
+                                    allow_local_paths=True, dataset_examples=examples)) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
