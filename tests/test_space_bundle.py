@@ -130,7 +130,7 @@ def test_app_runs_from_the_bundle(bundle):
 
 
 def test_bundled_reports_are_those_of_the_bundled_models():
-    """A model's reports travel with it, whatever their folder name (``movies-ig`` is a Movies report)."""
+    """A model's reports travel with it, found by the model named in their metrics.json, not by folder name."""
     spec = importlib.util.spec_from_file_location("build_space", REPO / "scripts" / "build_space.py")
     build_space = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build_space)
