@@ -1,6 +1,7 @@
 """Shared fixtures: offline flags, the data folder, tiny random BERT models."""
 
 import os
+import socket
 from pathlib import Path
 
 for _flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -48,6 +49,24 @@ def tiny_config(**overrides):
                   intermediate_size=64, num_labels=2, max_position_embeddings=512)
     kwargs.update(overrides)
     return AdapLeRConfig(**kwargs)
+
+
+def pruning_model(layers=4, seed=0):
+    """A tiny random model whose CPs are peaked enough that real tokens get removed."""
+    torch.manual_seed(seed)
+    model = AdapLeRForSequenceClassification(tiny_config(num_hidden_layers=layers, num_labels=3)).eval()
+    with torch.no_grad():
+        for cp in model.cps:
+            cp.out.weight.mul_(100)
+        model.eta.fill_(0.8)
+    return model
+
+
+def free_port() -> int:
+    """A free local TCP port (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def tiny_sentiment_model(**overrides):

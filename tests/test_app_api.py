@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ import torch  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from adapler import AdapLeRConfig, AdapLeRForSequenceClassification  # noqa: E402
+from conftest import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,12 +77,6 @@ def make_report(root: Path) -> Path:
     (d / "fpr.csv").write_text("method,layer,macro,micro,n_examples,n_skipped,false_positives,negatives,mean_selected\n"
                                "adapler,1,0.5,0.5,2,0,5,10,0.6\nadapler,2,0.2,0.2,2,0,2,10,0.3\n")
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

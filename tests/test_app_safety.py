@@ -7,7 +7,6 @@ Tiny random AdapLeR models; two in-process servers (paths off, paths on) on rand
 from __future__ import annotations
 
 import gc
-import socket
 import subprocess
 import sys
 import weakref
@@ -17,7 +16,7 @@ import pytest
 import torch
 
 from adapler import AdapLeRForSequenceClassification
-from conftest import tiny_config
+from conftest import free_port, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = {0: "negative", 1: "positive"}
@@ -37,12 +36,6 @@ def folders(tmp_path_factory, base_tokenizer) -> dict[str, Path]:
         base_tokenizer.save_pretrained(base / name)
         out[name] = base / name
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from adapler import AdapLeRForSequenceClassification
 from adapler.data import collate
 from adapler.inference import load_features
 from adapler.modeling import NEG, masked_softmax
-from conftest import REPO, require, tiny_config
+from conftest import REPO, pruning_model, require
 
 
 @torch.no_grad()
@@ -32,17 +32,6 @@ def reference_drop(model, ids, mask, eta):
         hidden, pos, alive = hidden[rows, order], pos[rows, order], keep[rows, order]
         hidden = model.run_layer(l, hidden, torch.where(alive, 0.0, NEG))
     return model.classify(hidden), keeps, scores
-
-
-def pruning_model(layers=4, seed=0):
-    """A tiny random model whose CPs are peaked enough that real tokens get removed."""
-    torch.manual_seed(seed)
-    model = AdapLeRForSequenceClassification(tiny_config(num_hidden_layers=layers, num_labels=3)).eval()
-    with torch.no_grad():
-        for cp in model.cps:
-            cp.out.weight.mul_(100)
-        model.eta.fill_(0.8)
-    return model
 
 
 def padded_batch(lengths, seed=1):

@@ -6,7 +6,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from adapler import AdapLeRForSequenceClassification
 from adapler.modeling import NEG, masked_softmax, soft_removal
-from conftest import tiny_config
+from conftest import pruning_model
 
 
 def random_batch(batch=5, length=20, seed=1):
@@ -18,17 +18,6 @@ def random_batch(batch=5, length=20, seed=1):
         mask[b, real:] = 0
         ids[b, real:] = 0
     return ids, mask
-
-
-def pruning_model(layers=4, seed=0):
-    """A random model whose CPs are peaked enough that real tokens get removed."""
-    torch.manual_seed(seed)
-    model = AdapLeRForSequenceClassification(tiny_config(num_hidden_layers=layers, num_labels=3)).eval()
-    with torch.no_grad():
-        for cp in model.cps:
-            cp.out.weight.mul_(100)
-        model.eta.fill_(0.8)
-    return model
 
 
 def test_zero_thresholds_equal_vanilla_bert(tiny_model):

@@ -11,7 +11,6 @@ import importlib.metadata
 import importlib.util
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from conftest import require
+from conftest import free_port, require
 
 REPO = Path(__file__).resolve().parents[1]
 LFS_LIMIT = 10 * 1024 * 1024
@@ -47,12 +46,6 @@ def clean_env(port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), PYTHONNOUSERSITE="1")
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_large_and_binary_files_go_through_lfs(bundle):
