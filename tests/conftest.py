@@ -1,5 +1,6 @@
 """Shared fixtures: offline flags, the data folder, tiny random BERT models."""
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -60,6 +61,22 @@ def pruning_model(layers=4, seed=0):
             cp.out.weight.mul_(100)
         model.eta.fill_(0.8)
     return model
+
+
+def write_movies_folder(root: Path, docs: dict[str, str], annotations, query: str | None = None) -> Path:
+    """An ERASER-layout ``root/movies`` folder: ``docs/<docid>`` texts and a ``test.jsonl`` of
+    ``(docid, label, [(start_token, end_token), ...])`` annotations (annotation id = docid). Returns root."""
+    d = root / "movies"
+    (d / "docs").mkdir(parents=True)
+    for docid, text in docs.items():
+        (d / "docs" / docid).write_text(text, encoding="utf-8")
+    with open(d / "test.jsonl", "w") as fh:
+        for aid, label, spans in annotations:
+            evs = [{"docid": aid, "start_token": s, "end_token": e, "start_sentence": -1, "end_sentence": -1}
+                   for s, e in spans]
+            fh.write(json.dumps({"annotation_id": aid, "classification": label, "evidences": [evs],
+                                 "query": query, "query_type": None}) + "\n")
+    return root
 
 
 def free_port() -> int:

@@ -23,8 +23,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 from test_app_api import make_eraser_data, make_tiny_model
+
+from conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts"

@@ -15,7 +15,7 @@ from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
 from adapler.attribution import ig_token_scores, integrated_gradients, occlusion
-from conftest import tiny_sentiment_model
+from conftest import tiny_sentiment_model, write_movies_folder
 from eraser_eval import evaluate
 from eraser_eval.__main__ import main as cli_main
 from eraser_eval.align import align, make_windows
@@ -224,18 +224,7 @@ ALL = ["adapler", "saliency", "attention", "attention_rollout", "random", "integ
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eraser")
-    d = root / "movies"
-    (d / "docs").mkdir(parents=True)
-    for docid, text in DOCS.items():
-        (d / "docs" / docid).write_text(text, encoding="utf-8")
-    with open(d / "test.jsonl", "w") as fh:
-        for aid, label, spans in ANNS:
-            evs = [{"docid": aid, "start_token": s, "end_token": e, "start_sentence": -1, "end_sentence": -1}
-                   for s, e in spans]
-            fh.write(json.dumps({"annotation_id": aid, "classification": label, "evidences": [evs],
-                                 "query": None, "query_type": None}) + "\n")
-    return root
+    return write_movies_folder(tmp_path_factory.mktemp("eraser"), DOCS, ANNS)
 
 
 def test_evaluate_reports_cost_of_every_method(model, tok, data_root, tmp_path):

@@ -10,6 +10,7 @@ import torch
 from transformers import AutoTokenizer
 
 from adapler import AdapLeRConfig, AdapLeRForSequenceClassification
+from conftest import write_movies_folder
 from eraser_eval import evaluate
 from eraser_eval.data import load_dataset
 from eraser_eval.disagreement import rank_disagreement
@@ -46,18 +47,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eraser")
-    d = root / "movies"
-    (d / "docs").mkdir(parents=True)
-    for docid, text in DOCS.items():
-        (d / "docs" / docid).write_text(text, encoding="utf-8")
-    with open(d / "test.jsonl", "w") as fh:
-        for aid, label, spans in ANNS:
-            evs = [{"docid": aid, "start_token": s, "end_token": e, "start_sentence": -1, "end_sentence": -1}
-                   for s, e in spans]
-            fh.write(json.dumps({"annotation_id": aid, "classification": label, "evidences": [evs],
-                                 "query": "What is the sentiment of this review?", "query_type": None}) + "\n")
-    return root
+    return write_movies_folder(tmp_path_factory.mktemp("eraser"), DOCS, ANNS, query="What is the sentiment of this review?")
 
 
 @pytest.fixture(scope="module")
