@@ -65,8 +65,8 @@ def main(argv=None) -> int:
     add_dataclass_options(p, D.DataArgs, DATA_HELP)
     p.add_argument("--split", default="val", help=SPLIT_HELP)
     p.add_argument("--limit", type=int, default=None, help="first N examples only")
-    p.add_argument("--baseline", default=None, help="fine-tuned baseline folder (accuracy and timing); "
-                   "default: the same weights without CPs")
+    p.add_argument("--baseline", default=None, help="fine-tuned baseline folder (accuracy and timing; an AdapLeR "
+                   "folder counts without its CPs); default: the same weights without CPs")
     p.add_argument("--threshold-scale", type=float, default=1.0, help="multiply learned thresholds")
     p.add_argument("--timing-examples", type=int, default=256, help="examples timed per batch size (0 = no timing)")
     p.add_argument("--attention-baseline", action=argparse.BooleanOptionalAction, default=True,
@@ -83,7 +83,8 @@ def main(argv=None) -> int:
                    help="also export vanilla.onnx")
     p = sub.add_parser("calibrate", help="scale the learned thresholds for max speedup within --max-drop of the baseline")
     p.add_argument("--model", required=True, help="AdapLeR model folder")
-    p.add_argument("--baseline", required=True, help="fine-tuned baseline folder (its accuracy is the reference)")
+    p.add_argument("--baseline", required=True, help="fine-tuned baseline folder (its accuracy is the reference; an "
+                   "AdapLeR folder counts without its CPs)")
     add_dataclass_options(p, D.DataArgs, DATA_HELP)
     p.add_argument("--split", default="val", help=SPLIT_HELP + "; keep the reported split out of calibration where you can")
     p.add_argument("--limit", type=int, default=None)

@@ -7,12 +7,12 @@ import statistics
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from . import data as D
 from .attention import attention_topk_at_flops
 from .flops import flops_per_example, speedup
-from .inference import example_accuracy, feature_batches, load_features, predict_logits, run_hard, time_call
+from .inference import example_accuracy, feature_batches, load_classifier, load_features, predict_logits, run_hard, time_call
 from .modeling import AdapLeRForSequenceClassification
 
 
@@ -97,7 +97,7 @@ def evaluate_command(model_path, source: D.DatasetSpec | str, split, data_dir=No
     model = AdapLeRForSequenceClassification.from_pretrained(model_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     features = model_features(model, source, split, tokenizer, limit=limit)
-    baseline = AutoModelForSequenceClassification.from_pretrained(baseline_path).eval() if baseline_path else None
+    baseline = load_classifier(baseline_path).eval() if baseline_path else None
     report = {"model": str(model_path), "task": source.title, "split": split}
     report["adapler"] = evaluate_features(model, features, timing=timing_examples > 0,
                                           threshold_scale=threshold_scale, baseline=baseline,
@@ -138,7 +138,7 @@ def calibrate_command(args, source: D.DatasetSpec) -> dict:
     model = AdapLeRForSequenceClassification.from_pretrained(args.model).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     features = model_features(model, source, args.split, tokenizer, limit=args.limit)
-    baseline = AutoModelForSequenceClassification.from_pretrained(args.baseline).eval()
+    baseline = load_classifier(args.baseline).eval()
     base_acc = example_accuracy(features, predict_logits(baseline, features))["accuracy"]
     result = calibrate_thresholds(model, features, base_acc, args.max_drop,
                                   [float(x) for x in args.scales.split(",")], args.min_speedup)

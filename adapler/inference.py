@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, BertForSequenceClassification
 
 from . import data as D
 from .metrics import macro_f1
@@ -109,3 +110,12 @@ def time_call(fn: Callable, repeats: int = 1, warmup: Callable | None = None):
         out = fn()
         times.append(time.perf_counter() - start)
     return out, statistics.median(times)
+
+
+def load_classifier(path: str, **kwargs):
+    """A plain BERT-family sequence classifier from ``path``. An AdapLeR folder gives its encoder and
+    classifier without the CPs: to fine-tune further, or as an unpruned baseline (a run continued from an
+    AdapLeR model is compared with that model at full length, not with its pruned self)."""
+    if AutoConfig.from_pretrained(path).model_type == "adapler":
+        return BertForSequenceClassification.from_pretrained(path, dtype=torch.float32, **kwargs)
+    return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)

@@ -33,13 +33,12 @@ from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    BertForSequenceClassification,
     get_linear_schedule_with_warmup,
 )
 
 from . import data as D
 from .evaluation import evaluate_features
-from .inference import example_accuracy, forward_batches, load_features, predict_logits
+from .inference import example_accuracy, forward_batches, load_classifier, load_features, predict_logits
 from .losses import cp_kl_loss, sharpness_for_epoch, sharpness_for_step
 from .modeling import AdapLeRForSequenceClassification
 from .saliency import gradient_x_input
@@ -153,14 +152,6 @@ def _on_main(acc: Accelerator, fn):
     result = [fn() if acc.is_main_process else None]
     broadcast_object_list(result, from_process=0)
     return result[0]
-
-
-def load_classifier(path: str, **kwargs):
-    """A plain BERT-family sequence classifier from ``path``. An AdapLeR folder gives its encoder and
-    classifier without the CPs (e.g. to fine-tune a sentiment model further on another dataset)."""
-    if AutoConfig.from_pretrained(path).model_type == "adapler":
-        return BertForSequenceClassification.from_pretrained(path, dtype=torch.float32, **kwargs)
-    return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
 
 
 @dataclass

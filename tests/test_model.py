@@ -5,6 +5,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from adapler import AdapLeRForSequenceClassification
+from adapler.inference import load_classifier
 from adapler.modeling import NEG, masked_softmax, soft_removal
 from conftest import pruning_model
 
@@ -167,3 +168,17 @@ def test_bad_mode_and_threshold_length(tiny_model):
         tiny_model(input_ids=ids, attention_mask=mask, mode="fast")
     with pytest.raises(ValueError, match="thresholds"):
         tiny_model(input_ids=ids, attention_mask=mask, thresholds=[0.1, 0.2])
+
+
+def test_adapler_folder_as_baseline_is_unpruned(tmp_path):
+    """``--baseline`` pointing at an AdapLeR folder must mean its full-length accuracy, not its pruned one."""
+    model = pruning_model()
+    model.save_pretrained(tmp_path / "adapler")
+    baseline = load_classifier(str(tmp_path / "adapler")).eval()
+    assert isinstance(baseline, BertForSequenceClassification)
+    ids, mask = random_batch()
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, threshold_scale=0).logits
+        pruned = model(input_ids=ids, attention_mask=mask).logits
+        base = baseline(input_ids=ids, attention_mask=mask).logits
+    assert (full - base).abs().max() <= 1e-6 < (pruned - base).abs().max()

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from adapler import AdapLeRForSequenceClassification
-from adapler.training import adapler_backward, load_classifier
+from adapler.inference import load_classifier
+from adapler.training import adapler_backward
 from conftest import tiny_config
 
 
