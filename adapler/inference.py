@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertForSequenceClassification
+from transformers.utils import logging as hf_logging
 
 from . import data as D
 from .metrics import macro_f1
@@ -117,5 +118,10 @@ def load_classifier(path: str, **kwargs):
     classifier without the CPs: to fine-tune further, or as an unpruned baseline (a run continued from an
     AdapLeR model is compared with that model at full length, not with its pruned self)."""
     if AutoConfig.from_pretrained(path).model_type == "adapler":
-        return BertForSequenceClassification.from_pretrained(path, dtype=torch.float32, **kwargs)
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the CPs and thresholds are left out on purpose: no load report
+        try:
+            return BertForSequenceClassification.from_pretrained(path, dtype=torch.float32, **kwargs)
+        finally:
+            hf_logging.set_verbosity(level)
     return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)

@@ -154,6 +154,13 @@ def _on_main(acc: Accelerator, fn):
     return result[0]
 
 
+def save_model_folder(model, tokenizer, path: Path) -> None:
+    """Weights and tokenizer together, so that every epoch folder is a model folder that
+    ``evaluate``, ``calibrate``, ``saliency`` and the explorer open as they are."""
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
 @dataclass
 class _State:
     epoch: int = 0
@@ -252,11 +259,12 @@ class _Loop:
 # ---------------------------------------------------------------- fine-tuning
 
 class _FinetuneLoop(_Loop):
-    def __init__(self, args: FinetuneArgs, acc, model, optimizer, scheduler, features, dev_features, run_dir):
+    def __init__(self, args: FinetuneArgs, acc, model, tokenizer, optimizer, scheduler, features, dev_features,
+                 run_dir):
         super().__init__(acc, run_dir, features, args.batch_size, args.seed, args.epochs,
                          args.checkpoint_minutes, args.stop_after_steps)
         self.args, self.model, self.optimizer, self.scheduler = args, model, optimizer, scheduler
-        self.dev_features = dev_features
+        self.tokenizer, self.dev_features = tokenizer, dev_features
 
     def train_step(self, batch, epoch):
         self.model.train()
@@ -272,7 +280,7 @@ class _FinetuneLoop(_Loop):
     def end_epoch(self, epoch):
         def evaluate_and_save():
             model = self.acc.unwrap_model(self.model)
-            model.save_pretrained(self.run_dir / f"epoch-{epoch + 1}")  # every epoch: saliency may average some
+            save_model_folder(model, self.tokenizer, self.run_dir / f"epoch-{epoch + 1}")  # saliency may average some
             return example_accuracy(self.dev_features, predict_logits(model, self.dev_features))
 
         return {f"val_{k}": v for k, v in _on_main(self.acc, evaluate_and_save).items()}
@@ -301,7 +309,7 @@ def finetune(args: FinetuneArgs) -> dict:
     total = len(shard_batches([0] * len(features), args.batch_size, None, 0, acc.num_processes)) * args.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup * total), total)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
-    loop = _FinetuneLoop(args, acc, model, optimizer, scheduler, features, dev, run_dir)
+    loop = _FinetuneLoop(args, acc, model, tokenizer, optimizer, scheduler, features, dev, run_dir)
     loop.try_resume()
     if not loop.run():
         return {"interrupted": True, "history": loop.state.history}
@@ -310,8 +318,7 @@ def finetune(args: FinetuneArgs) -> dict:
         final = acc.unwrap_model(model)
         best_dir = run_dir / f"epoch-{best['epoch']}"
         final = AutoModelForSequenceClassification.from_pretrained(best_dir) if best_dir.exists() else final
-        final.save_pretrained(out_dir)
-        tokenizer.save_pretrained(out_dir)
+        save_model_folder(final, tokenizer, out_dir)
         summary = {"task": source.title, "best_epoch": best["epoch"], "history": loop.state.history,
                    "args": asdict(args), "base_model": base}
         (out_dir / "finetune_log.json").write_text(json.dumps(summary, indent=2))
@@ -418,10 +425,10 @@ def adapler_backward(model, raw, batch: dict, sharpness: float, gamma: float, ph
 
 
 class _AdapLeRLoop(_Loop):
-    def __init__(self, args: TrainArgs, acc, model, optimizers, schedulers, features, dev, run_dir):
+    def __init__(self, args: TrainArgs, acc, model, tokenizer, optimizers, schedulers, features, dev, run_dir):
         super().__init__(acc, run_dir, features, args.batch_size, args.seed, args.epochs,
                          args.checkpoint_minutes, args.stop_after_steps)
-        self.args, self.model, self.dev = args, model, dev
+        self.args, self.model, self.tokenizer, self.dev = args, model, tokenizer, dev
         (self.main_opt, self.eta_opt), (self.main_sched, self.eta_sched) = optimizers, schedulers
         gamma, phi = D.loss_weights(args.task or "")
         raw = acc.unwrap_model(model)
@@ -455,7 +462,7 @@ class _AdapLeRLoop(_Loop):
         raw = self.acc.unwrap_model(self.model)
         report = _on_main(self.acc, lambda: evaluate_features(raw, self.dev, timing=False))
         if self.acc.is_main_process:
-            raw.save_pretrained(self.run_dir / f"epoch-{epoch + 1}")
+            save_model_folder(raw, self.tokenizer, self.run_dir / f"epoch-{epoch + 1}")
         return {"val_accuracy": report["accuracy"], "val_macro_f1": report["macro_f1"],
                 "val_speedup": report["speedup_corrected"], "val_speedup_parity": report["speedup_parity"],
                 "eta": [round(float(x), 4) for x in raw.eta.detach()]}
@@ -506,7 +513,7 @@ def train_adapler(args: TrainArgs) -> dict:
         model, [f"{mod}.{name}" for mod, m in model.named_modules() for name, p in m.named_parameters(recurse=False)
                 if any(p is q for q in eta_params)])
     model, main_opt, eta_opt, *scheds = acc.prepare(model, main_opt, eta_opt, *scheds)
-    loop = _AdapLeRLoop(args, acc, model, (main_opt, eta_opt), scheds, features, dev, run_dir)
+    loop = _AdapLeRLoop(args, acc, model, tokenizer, (main_opt, eta_opt), scheds, features, dev, run_dir)
     loop.try_resume()
     if not loop.run():
         return {"interrupted": True, "history": loop.state.history}
@@ -516,7 +523,6 @@ def train_adapler(args: TrainArgs) -> dict:
                "gamma": loop.gamma, "phi": loop.phi}
     if acc.is_main_process:
         best = AdapLeRForSequenceClassification.from_pretrained(run_dir / f"epoch-{chosen['epoch']}")
-        best.save_pretrained(out_dir)
-        tokenizer.save_pretrained(out_dir)
+        save_model_folder(best, tokenizer, out_dir)
         (out_dir / "train_log.json").write_text(json.dumps(summary, indent=2))
     return summary

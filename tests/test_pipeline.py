@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 from adapler import AdapLeRForSequenceClassification
 from adapler import data as D
@@ -51,6 +52,16 @@ def test_train_log_and_selection(pipeline):
         assert all(0.01 <= e <= 1.0 for e in record["eta"])
     model = AdapLeRForSequenceClassification.from_pretrained(out / "adapler")
     assert model.config.model_type == "adapler"
+
+
+def test_every_epoch_folder_is_a_model_folder(pipeline, data_dir):
+    """Per-epoch folders hold the tokenizer too: a user can evaluate or calibrate any epoch as it is."""
+    out, _ = pipeline
+    for folder in (out / "ft" / "run" / "epoch-1", out / "adapler" / "run" / "epoch-1"):
+        assert AutoTokenizer.from_pretrained(folder)("a fine film")["input_ids"][0] == 101  # [CLS]
+    assert main(["evaluate", "--task", "sst2", "--data-dir", str(data_dir), "--split", "val", "--limit", "8",
+                 "--model", str(out / "adapler" / "run" / "epoch-1"), "--timing-examples", "0",
+                 "--no-attention-baseline"]) == 0
 
 
 def test_evaluate_report(pipeline):
