@@ -59,7 +59,10 @@ def main(argv=None) -> int:
         "gamma": "weight of the CP KL loss (default: per task)", "phi": "weight of the length loss (default: per task)",
         "cp_lr": "learning rate of the Contribution Predictors", "eta_lr": "learning rate of the thresholds",
         "anneal": "sharpness schedule: 'epoch' (reference: 10*10^k per epoch) or 'step' (geometric 10 -> 1e5 over the run)",
-        "max_drop": "model selection: fastest epoch with val accuracy >= baseline - MAX_DROP"})
+        "max_drop": "model selection: fastest epoch with val accuracy >= baseline - MAX_DROP",
+        "baseline": "model folder whose unpruned val accuracy is the selection baseline (default: --init-model "
+                    "without pruning; set it when continuing from an AdapLeR run, whose unpruned accuracy is not "
+                    "the fine-tuned one)"})
     p = sub.add_parser("evaluate", help="accuracy, FLOPs speedup, tokens per layer and wall-clock (JSON report)")
     p.add_argument("--model", required=True, help="AdapLeR model folder")
     add_dataclass_options(p, D.DataArgs, DATA_HELP)

@@ -393,6 +393,7 @@ class TrainArgs(_RunArgs):
     gamma: float | None = None  # None = task default (adapler.data.TASKS)
     phi: float | None = None
     max_drop: float = 0.01  # selection: fastest epoch whose val accuracy >= baseline - max_drop
+    baseline: str | None = None  # selection reference; None = init_model without pruning
     anneal: str = "epoch"  # sharpness schedule: "epoch" (reference) or "step" (geometric 10 -> 1e5)
 
 
@@ -495,7 +496,13 @@ def train_adapler(args: TrainArgs) -> dict:
     model = AdapLeRForSequenceClassification.from_pretrained(
         args.init_model, attention_probs_dropout_prob=args.attention_dropout)
     model.config.adapler_dataset = source.describe()
-    baseline = _on_main(acc, lambda: evaluate_features(model, dev, timing=False, threshold_scale=0.0)["accuracy"])
+
+    def baseline_accuracy():  # unpruned: --baseline's classifier, else the starting weights at threshold scale 0
+        if args.baseline:
+            return example_accuracy(dev, predict_logits(load_classifier(args.baseline).eval(), dev))["accuracy"]
+        return evaluate_features(model, dev, timing=False, threshold_scale=0.0)["accuracy"]
+
+    baseline = _on_main(acc, baseline_accuracy)
     acc.print(json.dumps({"baseline_val_accuracy": baseline}))
     named = [(n, p) for n, p in model.named_parameters() if n not in ("eta", "theta")]
     bert_params = [(n, p) for n, p in named if not n.startswith("cps.")]

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, BertForSequenceClassification
 
 from adapler import AdapLeRForSequenceClassification
 from adapler import data as D
@@ -90,6 +90,25 @@ def test_calibrate_scales_thresholds(pipeline, data_dir, tmp_path):
     before = AdapLeRForSequenceClassification.from_pretrained(out / "adapler").eta
     after = AdapLeRForSequenceClassification.from_pretrained(tmp_path / "cal").eta
     assert torch.allclose(after, before * scale)
+
+
+def test_continued_run_selects_against_the_given_baseline(pipeline, data_dir, tmp_path):
+    """Continuing from an AdapLeR run, ``--baseline`` sets the selection reference. A baseline that always
+    answers class 0 must score exactly the share of class 0 among the validation examples."""
+    out, _ = pipeline
+    constant = BertForSequenceClassification.from_pretrained(out / "ft")
+    with torch.no_grad():
+        constant.classifier.weight.zero_()
+        constant.classifier.bias.copy_(torch.tensor([5.0, -5.0]))
+    constant.save_pretrained(tmp_path / "always0")
+    AutoTokenizer.from_pretrained(out / "ft").save_pretrained(tmp_path / "always0")
+    assert main(["train", "--task", "sst2", "--data-dir", str(data_dir), "--init-model", str(out / "adapler"),
+                 "--saliency", str(out / "sal.safetensors"), "--baseline", str(tmp_path / "always0"),
+                 "--limit", "16", "--eval-limit", "24", "--epochs", "1", "--batch-size", "16",
+                 "--output-dir", str(tmp_path / "more")]) == 0
+    log = json.loads((tmp_path / "more" / "train_log.json").read_text())
+    labels = [ex["label"] for ex in D.load_examples("sst2", "val", data_dir, limit=24)]
+    assert log["baseline_val_accuracy"] == pytest.approx(labels.count(0) / 24, abs=1e-5)  # logged to 5 digits
 
 
 def test_resume_gives_the_same_weights(pipeline, tmp_path):
