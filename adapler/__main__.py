@@ -58,7 +58,9 @@ def main(argv=None) -> int:
         "init_model": "fine-tuned model folder to start from", "saliency": "saliency file of the training split",
         "gamma": "weight of the CP KL loss (default: per task)", "phi": "weight of the length loss (default: per task)",
         "cp_lr": "learning rate of the Contribution Predictors", "eta_lr": "learning rate of the thresholds",
-        "anneal": "sharpness schedule: 'epoch' (reference: 10*10^k per epoch) or 'step' (geometric 10 -> 1e5 over the run)",
+        "anneal": "sharpness schedule: 'epoch' (reference: 10*10^k per epoch), 'step' (geometric 10 -> 1e5 over "
+                  "the run) or 'hard' (1e5 throughout: to continue a model that already prunes, e.g. with "
+                  "--eta-lr 0 so that BERT and the CPs adapt to fixed thresholds)",
         "max_drop": "model selection: fastest epoch with val accuracy >= baseline - MAX_DROP",
         "baseline": "model folder whose unpruned val accuracy is the selection baseline (default: --init-model "
                     "without pruning; set it when continuing from an AdapLeR run, whose unpruned accuracy is not "

@@ -42,7 +42,10 @@ def cp_kl_loss(cp_scores: torch.Tensor, saliency: torch.Tensor, attention_mask: 
     return total
 
 
-def sharpness_for_step(step: int, total_steps: int, start: float = 10.0, end: float = 1e5) -> float:
+HARD_SHARPNESS = 1e5  # end of the step schedule: the soft removal is then practically the hard step of inference
+
+
+def sharpness_for_step(step: int, total_steps: int, start: float = 10.0, end: float = HARD_SHARPNESS) -> float:
     """Geometric annealing per step from ``start`` to ``end`` over the run: for short runs (one or two
     epochs) where the per-epoch schedule would never leave the soft regime."""
     frac = step / max(total_steps - 1, 1)

@@ -39,7 +39,7 @@ from transformers import (
 from . import data as D
 from .evaluation import evaluate_features
 from .inference import example_accuracy, forward_batches, load_classifier, load_features, predict_logits
-from .losses import cp_kl_loss, sharpness_for_epoch, sharpness_for_step
+from .losses import HARD_SHARPNESS, cp_kl_loss, sharpness_for_epoch, sharpness_for_step
 from .modeling import AdapLeRForSequenceClassification
 from .saliency import gradient_x_input
 
@@ -394,7 +394,7 @@ class TrainArgs(_RunArgs):
     phi: float | None = None
     max_drop: float = 0.01  # selection: fastest epoch whose val accuracy >= baseline - max_drop
     baseline: str | None = None  # selection reference; None = init_model without pruning
-    anneal: str = "epoch"  # sharpness schedule: "epoch" (reference) or "step" (geometric 10 -> 1e5)
+    anneal: str = "epoch"  # sharpness schedule: "epoch" (reference), "step" (geometric 10 -> 1e5) or "hard"
 
 
 def adapler_backward(model, raw, batch: dict, sharpness: float, gamma: float, phi: float,
@@ -441,6 +441,8 @@ class _AdapLeRLoop(_Loop):
         raw = self.acc.unwrap_model(self.model)
         if self.args.anneal == "step":
             lam = sharpness_for_step(self.state.global_step, self.steps_per_epoch * self.args.epochs)
+        elif self.args.anneal == "hard":  # the end of the schedule throughout: exactly inference's pruning
+            lam = HARD_SHARPNESS
         else:
             lam = 1000.0 if self.state.global_step == 0 else sharpness_for_epoch(epoch, self.args.epochs)
         self.model.train()
@@ -479,8 +481,8 @@ def _select_epoch(history: list[dict], baseline_accuracy: float, max_drop: float
 
 def train_adapler(args: TrainArgs) -> dict:
     """Train CPs and thresholds (and fine-tune BERT) with CE + gamma*KL and the phi*length objective."""
-    if args.anneal not in ("epoch", "step"):
-        raise D.DataError(f"--anneal must be 'epoch' or 'step', got {args.anneal!r}")
+    if args.anneal not in ("epoch", "step", "hard"):
+        raise D.DataError(f"--anneal must be 'epoch', 'step' or 'hard', got {args.anneal!r}")
     source = args.source()
     set_seed(args.seed)
     out_dir = Path(args.output_dir)
