@@ -111,6 +111,25 @@ def test_continued_run_selects_against_the_given_baseline(pipeline, data_dir, tm
     assert log["baseline_val_accuracy"] == pytest.approx(labels.count(0) / 24, abs=1e-5)  # logged to 5 digits
 
 
+def test_hard_continuation_keeps_frozen_thresholds(pipeline, data_dir, tmp_path, monkeypatch):
+    """``--anneal hard --eta-lr 0`` continues an AdapLeR model at the end of the schedule: every step runs
+    at the hard sharpness, the thresholds stay where they were and the encoder still learns."""
+    from adapler import training
+    from adapler.losses import HARD_SHARPNESS
+    out, _ = pipeline
+    seen, real = [], training.adapler_backward
+    monkeypatch.setattr(training, "adapler_backward",
+                        lambda *a, **k: seen.append(a[3]) or real(*a, **k))
+    assert main(["train", "--task", "sst2", "--data-dir", str(data_dir), "--init-model", str(out / "adapler"),
+                 "--saliency", str(out / "sal.safetensors"), "--limit", "32", "--eval-limit", "8",
+                 "--epochs", "1", "--batch-size", "16", "--anneal", "hard", "--eta-lr", "0",
+                 "--output-dir", str(tmp_path / "hard")]) == 0
+    assert seen == [HARD_SHARPNESS, HARD_SHARPNESS]  # 32 examples / batch 16
+    before, after = load_file(out / "adapler" / "model.safetensors"), load_file(tmp_path / "hard" / "model.safetensors")
+    assert torch.equal(before["eta"], after["eta"])
+    assert not torch.allclose(before["cps.0.dense.weight"].float(), after["cps.0.dense.weight"].float())
+
+
 def test_resume_gives_the_same_weights(pipeline, tmp_path):
     out, train = pipeline
     interrupted = [*train, "--output-dir", str(tmp_path / "b"), "--run-dir", str(tmp_path / "b-run")]
