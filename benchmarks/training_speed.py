@@ -11,12 +11,16 @@ forward+backward of a plain BERT classifier with the same weights:
   the start (sharpness 10) and the end (1e5) of the schedule, with flush-to-zero on, and at the end
   with denormals left on.
 
-    python benchmarks/training_speed.py [--model DIR] [--batch-size 8] [--length 512] [--threads 1]
+    python benchmarks/training_speed.py [--model DIR] [--batch-size 8] [--length 512] [--threads 1] [--bf16]
+
+``--bf16`` runs every stage under bf16 autocast, as the training commands do where the CPU has bf16
+(AVX512-BF16 or AMX); without it everything is fp32.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -29,7 +33,7 @@ from adapler import AdapLeRForSequenceClassification
 from adapler import data as D
 from adapler.evaluation import plain_bert_copy
 from adapler.saliency import gradient_x_input
-from adapler.training import adapler_backward
+from adapler.training import adapler_backward, bf16_available
 
 
 def real_batch(tokenizer, batch_size: int, length: int, data_dir: str | None) -> dict:
@@ -62,7 +66,13 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast in every stage (as training uses it)")
     args = parser.parse_args()
+    if args.bf16 and not bf16_available():
+        parser.error("--bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); emulated bf16 would be measured")
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -82,18 +92,23 @@ def main() -> None:
     main_opt = torch.optim.AdamW([p for n, p in model.named_parameters() if n not in ("eta", "theta")], lr=1e-9)
     eta_opt = torch.optim.Adam([model.eta] + ([model.theta] if model.theta is not None else []), lr=1e-9)
 
+    def loss_of(m):
+        with autocast():
+            logits = m(**inputs).logits
+        return torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
+
     def fwd_bwd(m):
         def run():
-            m(**inputs, labels=batch["labels"]).loss.backward()
+            loss_of(m).backward()
             m.zero_grad(set_to_none=True)
         return run
 
     def finetune_step():
-        bare(**inputs, labels=batch["labels"]).loss.backward()
+        loss_of(bare).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    def saliency_step():
+    def saliency_step():  # fp32 always: the saliency command runs without autocast
         gradient_x_input(bare, inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"],
                          batch["labels"])
 
@@ -102,7 +117,7 @@ def main() -> None:
             torch.set_flush_denormal(flush)
             model.train()
             adapler_backward(model, model, {**inputs, "labels": batch["labels"], "saliency": saliency},
-                             sharpness, gamma=0.05, phi=0.005)
+                             sharpness, gamma=0.05, phi=0.005, autocast=autocast)
             for o in (main_opt, eta_opt):
                 o.step()
                 o.zero_grad(set_to_none=True)
@@ -128,7 +143,7 @@ def main() -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
     print(f"# {cpu}; torch {torch.__version__}; {args.threads} thread(s); batch {args.batch_size} x "
-          f"{args.length} pieces; median of {args.repeats}; fp32")
+          f"{args.length} pieces; median of {args.repeats}; {'bf16 autocast' if args.bf16 else 'fp32'}")
     base = statistics.median(times["bare forward+backward"])
     print("| stage | s per step | x bare forward+backward |\n|---|---|---|")
     for name, t in times.items():
