@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     p.add_argument("--split", default="train", help=SPLIT_HELP)
     p.add_argument("--output", required=True, help="saliency file to write (safetensors)")
     p.add_argument("--limit", type=int, default=None, help="first N examples only")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="examples (or windows) per forward/backward (default: 64)")
     p.add_argument("--target", default="gold", choices=["gold", "predicted"], help="class whose logit is explained")
     p = sub.add_parser("train", help="train AdapLeR: CPs, thresholds and BERT (step 3)")
     add_dataclass_options(p, training.TrainArgs, {**COMMON_HELP,
@@ -92,9 +92,11 @@ def main(argv=None) -> int:
                    "AdapLeR folder counts without its CPs)")
     add_dataclass_options(p, D.DataArgs, DATA_HELP)
     p.add_argument("--split", default="val", help=SPLIT_HELP + "; keep the reported split out of calibration where you can")
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--max-drop", type=float, default=0.01)
-    p.add_argument("--scales", default="0.25,0.5,0.75,1,1.25,1.5,2")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N examples of the split")
+    p.add_argument("--max-drop", type=float, default=0.01,
+                   help="keep the fastest scale with accuracy >= baseline - MAX_DROP (default: 0.01)")
+    p.add_argument("--scales", default="0.25,0.5,0.75,1,1.25,1.5,2",
+                   help="comma-separated multipliers of the learned thresholds to try (default: %(default)s)")
     p.add_argument("--min-speedup", type=float, default=None,
                    help="if no scale stays within --max-drop: the most accurate scale with at least this FLOPs speedup")
     p.add_argument("--output-dir", required=True, help="where the calibrated model is written")
