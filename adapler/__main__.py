@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=None, help="first N examples only")
     p.add_argument("--batch-size", type=int, default=64, help="examples (or windows) per forward/backward (default: 64)")
     p.add_argument("--target", default="gold", choices=["gold", "predicted"], help="class whose logit is explained")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help=COMMON_HELP["bf16"])
     p = sub.add_parser("train", help="train AdapLeR: CPs, thresholds and BERT (step 3)")
     add_dataclass_options(p, training.TrainArgs, {**COMMON_HELP,
         "init_model": "fine-tuned model folder to start from", "saliency": "saliency file of the training split",
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
         elif args.command == "saliency":
             print(json.dumps(training.extract_saliency(args.model, data_source(args), args.split, args.output,
                                                        limit=args.limit, batch_size=args.batch_size,
-                                                       target=args.target)))
+                                                       target=args.target, bf16=args.bf16)))
         elif args.command == "train":
             kwargs = {k: v for k, v in vars(args).items() if k != "command"}
             result = training.train_adapler(training.TrainArgs(**kwargs))

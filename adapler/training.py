@@ -332,9 +332,10 @@ def saliency_key(feature: dict) -> str:
 
 
 def extract_saliency(model_paths: list[str], source: D.DatasetSpec | str, split: str, output: str, data_dir=None,
-                     limit=None, batch_size: int = 64, target: str = "gold") -> dict:
+                     limit=None, batch_size: int = 64, target: str = "gold", bf16: bool | None = None) -> dict:
     """Gradient x input of each model, averaged (docs/method.md §5), saved keyed by example id + window.
-    ``source``: a dataset or a task preset name (read from ``data_dir``)."""
+    ``source``: a dataset or a task preset name (read from ``data_dir``). ``bf16``: autocast the forward and
+    backward (None = where the hardware has it); the scores are returned in fp32 either way."""
     if target not in ("gold", "predicted"):
         raise D.DataError("--target must be 'gold' or 'predicted'")
     fast_cpu_math()
@@ -347,9 +348,13 @@ def extract_saliency(model_paths: list[str], source: D.DatasetSpec | str, split:
     for path in model_paths:
         model = load_classifier(path)
 
-        def saliency(batch, model=model):
-            return gradient_x_input(model, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                                    batch["labels"] if target == "gold" else None)
+        device = next(model.parameters()).device.type
+
+        def saliency(batch, model=model, device=device):
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=_use_bf16(bf16)):
+                scores = gradient_x_input(model, batch["input_ids"], batch["attention_mask"],
+                                          batch["token_type_ids"], batch["labels"] if target == "gold" else None)
+            return scores.float()
 
         for idx, sal in tqdm(forward_batches(model, features, batch_size, forward=saliency), total=n_batches,
                              desc=f"saliency {Path(path).name}", mininterval=5):

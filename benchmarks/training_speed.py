@@ -14,7 +14,7 @@ forward+backward of a plain BERT classifier with the same weights:
 
     python benchmarks/training_speed.py [--model DIR] [--batch-size 8] [--length 512] [--threads 1] [--bf16]
 
-``--bf16`` runs every stage under bf16 autocast, as the training commands do where the CPU has bf16
+``--bf16`` runs every stage under bf16 autocast, as the pipeline's commands do where the CPU has bf16
 (AVX512-BF16 or AMX); without it everything is fp32.
 """
 
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast in every stage (as training uses it)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast in every stage (as the commands use it)")
     args = parser.parse_args()
     if args.bf16 and not bf16_available():
         parser.error("--bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); emulated bf16 would be measured")
@@ -110,9 +110,10 @@ def main() -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    def saliency_step():  # fp32 always: the saliency command runs without autocast
-        gradient_x_input(bare, inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"],
-                         batch["labels"])
+    def saliency_step():
+        with autocast():
+            gradient_x_input(bare, inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"],
+                             batch["labels"])
 
     def adapler_step(sharpness: float, flush: bool):
         def run():

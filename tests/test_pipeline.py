@@ -43,6 +43,22 @@ def test_saliency_keyed_by_id(pipeline, data_dir):
     assert all((row >= 0).all() and row.sum() > 0 for row in table.values())
 
 
+def test_saliency_bf16_ranks_tokens_like_fp32(pipeline, data_dir, tmp_path):
+    """``--bf16`` really autocasts (the scores differ) and keeps the token ranking of the fp32 scores."""
+    out, _ = pipeline
+    files = {}
+    for flag in ("--bf16", "--no-bf16"):
+        files[flag] = tmp_path / f"{flag}.safetensors"
+        assert main(["saliency", "--task", "sst2", "--data-dir", str(data_dir), "--model", str(out / "ft"),
+                     "--output", str(files[flag]), "--limit", "16", flag]) == 0
+    half, full = load_file(files["--bf16"]), load_file(files["--no-bf16"])
+    assert half.keys() == full.keys() and all(row.dtype == torch.float32 for row in half.values())
+    assert any(not torch.equal(half[k], full[k]) for k in full)
+    for key in full:
+        ranks = [row.argsort().argsort().float() for row in (half[key], full[key])]
+        assert torch.corrcoef(torch.stack(ranks))[0, 1] > 0.9, key  # Spearman's rho of the two rows
+
+
 def test_train_log_and_selection(pipeline):
     out, _ = pipeline
     log = json.loads((out / "adapler" / "train_log.json").read_text())
