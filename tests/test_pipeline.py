@@ -7,9 +7,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertForSequenceClassification
 
-from adapler import AdapLeRForSequenceClassification
+from adapler import AdapLeRForSequenceClassification, training
 from adapler import data as D
 from adapler.__main__ import main
+from adapler.losses import HARD_SHARPNESS
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +131,6 @@ def test_continued_run_selects_against_the_given_baseline(pipeline, data_dir, tm
 def test_hard_continuation_keeps_frozen_thresholds(pipeline, data_dir, tmp_path, monkeypatch):
     """``--anneal hard --eta-lr 0`` continues an AdapLeR model at the end of the schedule: every step runs
     at the hard sharpness, the thresholds stay where they were and the encoder still learns."""
-    from adapler import training
-    from adapler.losses import HARD_SHARPNESS
     out, _ = pipeline
     seen, real = [], training.adapler_backward
     monkeypatch.setattr(training, "adapler_backward",
