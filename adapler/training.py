@@ -343,6 +343,7 @@ def extract_saliency(model_paths: list[str], source: D.DatasetSpec | str, split:
     tokenizer = AutoTokenizer.from_pretrained(model_paths[0])
     labels = D.model_labels(AutoConfig.from_pretrained(model_paths[0]), source)
     features = load_features(source, split, tokenizer, limit=limit, labels=labels)
+    use_bf16 = _use_bf16(bf16)
     total: dict[str, torch.Tensor] = {}
     n_batches = -(-len(features) // batch_size)
     for path in model_paths:
@@ -351,7 +352,7 @@ def extract_saliency(model_paths: list[str], source: D.DatasetSpec | str, split:
         device = next(model.parameters()).device.type
 
         def saliency(batch, model=model, device=device):
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=_use_bf16(bf16)):
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=use_bf16):
                 scores = gradient_x_input(model, batch["input_ids"], batch["attention_mask"],
                                           batch["token_type_ids"], batch["labels"] if target == "gold" else None)
             return scores.float()
