@@ -33,7 +33,7 @@ from transformers import AutoTokenizer
 from adapler import AdapLeRForSequenceClassification
 from adapler import data as D
 from adapler.evaluation import plain_bert_copy
-from adapler.losses import cp_kl_loss
+from adapler.losses import HARD_SHARPNESS, cp_kl_loss
 from adapler.saliency import gradient_x_input
 from adapler.training import adapler_backward, bf16_available
 
@@ -130,9 +130,9 @@ def main() -> None:
     def adapler_single_pass():  # the step without eta's own gradient pass and the optimisers: their cost
         model.train()
         with autocast():
-            out = model(**inputs, mode="soft", sharpness=1e5)
+            out = model(**inputs, mode="soft", sharpness=HARD_SHARPNESS)
         ce = torch.nn.functional.cross_entropy(out.logits.float(), batch["labels"])
-        kl = cp_kl_loss(out.cp_scores, saliency, inputs["attention_mask"], model.eta.detach(), 1e5,
+        kl = cp_kl_loss(out.cp_scores, saliency, inputs["attention_mask"], model.eta.detach(), HARD_SHARPNESS,
                         model.theta.detach() if model.theta is not None else None, model.config.soft_beta)
         (ce + 0.05 * kl).backward()
         model.zero_grad(set_to_none=True)
@@ -143,8 +143,8 @@ def main() -> None:
         "fine-tuning step (AdamW)": finetune_step,
         "saliency (gradient x input)": saliency_step,
         "AdapLeR step, start of schedule (sharpness 10)": adapler_step(10.0, True),
-        "AdapLeR step, end of schedule (sharpness 1e5)": adapler_step(1e5, True),
-        "AdapLeR step, end of schedule, denormals not flushed": adapler_step(1e5, False),
+        "AdapLeR step, end of schedule (sharpness 1e5)": adapler_step(HARD_SHARPNESS, True),
+        "AdapLeR step, end of schedule, denormals not flushed": adapler_step(HARD_SHARPNESS, False),
         "  of which: soft forward + one backward of CE + gamma*KL": adapler_single_pass,
     }
     torch.set_flush_denormal(True)
