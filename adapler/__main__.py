@@ -62,6 +62,12 @@ def main(argv=None) -> int:
         "anneal": "sharpness schedule: 'epoch' (reference: 10*10^k per epoch), 'step' (geometric 10 -> 1e5 over "
                   "the run) or 'hard' (1e5 throughout: to continue a model that already prunes, e.g. with "
                   "--eta-lr 0 so that BERT and the CPs adapt to fixed thresholds)",
+        "distill": "weight of KL(teacher || student) in the classification loss, the rest being cross-entropy "
+                   "with the labels (0 = AdapLeR as published)",
+        "teacher": "unpruned model folder whose logits --distill follows, computed once per run (default: "
+                   "--baseline, else --init-model without pruning)",
+        "eta_grad": "gradient of the thresholds: 'full' (exact, in a pass of its own) or 'local' (one backward "
+                    "for everything, the length term's gradient along the threshold recurrence only: a faster step)",
         "max_drop": "model selection: fastest epoch with val accuracy >= baseline - MAX_DROP",
         "baseline": "model folder whose unpruned val accuracy is the selection baseline (default: --init-model "
                     "without pruning; set it when continuing from an AdapLeR run, whose unpruned accuracy is not "

@@ -684,7 +684,7 @@ def encode(examples: list[dict], tokenizer, max_length: int, windows: bool = Fal
 def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
     """Right-pad a list of features to the batch's longest (per-batch padding): the one collate of
     training, evaluation and the ERASER engine. ``token_type_ids`` from the features when they have
-    them (segment B of query tasks), else 0; ``saliency`` and ``labels`` when present."""
+    them (segment B of query tasks), else 0; ``saliency``, ``teacher_logits`` and ``labels`` when present."""
     longest = max(len(f["input_ids"]) for f in features)
     ids = torch.full((len(features), longest), pad_id, dtype=torch.long)
     mask = torch.zeros((len(features), longest), dtype=torch.long)
@@ -701,6 +701,8 @@ def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
         for i, f in enumerate(features):
             sal[i, : len(f["saliency"])] = torch.as_tensor(f["saliency"], dtype=torch.float32)
         batch["saliency"] = sal
+    if "teacher_logits" in features[0]:
+        batch["teacher_logits"] = torch.stack([torch.as_tensor(f["teacher_logits"]).float() for f in features])
     if "label" in features[0]:
         batch["labels"] = torch.tensor([f["label"] for f in features])
     return batch

@@ -42,6 +42,23 @@ def cp_kl_loss(cp_scores: torch.Tensor, saliency: torch.Tensor, attention_mask: 
     return total
 
 
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None = None,
+                        distill: float = 0.0) -> torch.Tensor:
+    """``(1 - distill) * CE(labels) + distill * KL(teacher || student)`` over classes; logits (B, C).
+
+    ``distill = 0`` is AdapLeR's plain cross-entropy. With a teacher (the unpruned fine-tuned model) the
+    pruned student also learns the teacher's confidence on each input, not only its label: on windows of
+    long documents, which carry the document's label whether or not they show it, that is a softer target.
+    """
+    ce = torch.nn.functional.cross_entropy(logits.float(), labels)
+    if not distill:
+        return ce
+    teacher = torch.log_softmax(teacher_logits.float(), -1)
+    kl = torch.nn.functional.kl_div(torch.log_softmax(logits.float(), -1), teacher, log_target=True,
+                                    reduction="batchmean")
+    return (1.0 - distill) * ce + distill * kl
+
+
 HARD_SHARPNESS = 1e5  # end of the step schedule: the soft removal is then practically the hard step of inference
 
 

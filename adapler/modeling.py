@@ -45,6 +45,9 @@ class AdapLeROutput(ModelOutput):
     soft_masks:    (B, layers, L) float cumulative soft keep-mask (``soft`` path; hard paths: 0/1).
                    These three are None in ``drop`` unless ``output_token_masks=True``.
     layer_lengths: (B, layers) float, tokens processed by layer l; differentiable in ``soft``.
+    local_lengths: (B, layers) ``soft`` only: ``layer_lengths`` recomputed from detached CP logits, so
+                   their gradient reaches ``eta`` (and the [CLS] probe) along the threshold recurrence
+                   only, not back through the encoder (training's single-backward mode).
     thresholds:    (B, layers) delta_l used by each decision.
     attentions:    tuple of (B, H, L', L') per layer when asked (``masked``: L' = L).
     hidden_states: when asked, tuple of (B, L, H): the embedding output, then every layer's output,
@@ -58,6 +61,7 @@ class AdapLeROutput(ModelOutput):
     keep_masks: torch.Tensor | None = None
     soft_masks: torch.Tensor | None = None
     layer_lengths: torch.Tensor | None = None
+    local_lengths: torch.Tensor | None = None
     thresholds: torch.Tensor | None = None
     attentions: tuple | None = None
     hidden_states: tuple | None = None
@@ -291,17 +295,20 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
         is_cls[:, 0] = True
         scores, keeps, softs, lengths, deltas, attns = [], [], [], [], [], [] if output_attentions else None
         states = [hidden] if output_hidden_states else None
+        local_m, local_lengths = m, []  # the recurrence again on detached CP logits (soft path only)
         for l in range(self.num_layers):
-            u = torch.where(is_cls, torch.ones_like(m), m)
-            p = masked_softmax(self.cps[l](hidden), u)  # (B, L)
-            p_test = self._probe(p, l, cls_probe)
+            cp_logits = self.cps[l](hidden)  # (B, L)
+            p = masked_softmax(cp_logits, torch.where(is_cls, 1.0, m))  # (B, L)
             delta = (eta[l] / (m.sum(-1) + 1.0)).unsqueeze(-1)  # (B, 1)
             if sharpness is not None:  # soft path (docs/method.md §3.4)
-                e = soft_removal(p_test, delta, sharpness, self.config.soft_beta) * m
-                m = torch.where(m > 1e-6, m * torch.exp(e), m)
+                m, e = self._soft_step(p, m, delta, l, cls_probe, sharpness)
                 key_bias = (key_bias + e).clamp_min(NEG)
+                local_p = masked_softmax(cp_logits.detach(), torch.where(is_cls, 1.0, local_m))
+                local_m, _ = self._soft_step(local_p, local_m, (eta[l] / (local_m.sum(-1) + 1.0)).unsqueeze(-1),
+                                             l, cls_probe, sharpness)
+                local_lengths.append(local_m.sum(-1) + 1.0)
             else:  # exact hard decision
-                m = m * (p_test >= delta).float()
+                m = m * (self._probe(p, l, cls_probe) >= delta).float()
                 key_bias = torch.where((m > 0) | is_cls & (real > 0), 0.0, NEG)
             scores.append(p)
             softs.append(torch.where(is_cls, real, m))
@@ -314,8 +321,15 @@ class AdapLeRForSequenceClassification(AdapLeRPreTrainedModel):
         record = {"cp_scores": torch.stack(scores, 1), "keep_masks": torch.stack(keeps, 1),
                   "soft_masks": torch.stack(softs, 1), "layer_lengths": torch.stack(lengths, 1),
                   "thresholds": torch.stack(deltas, 1), "attentions": tuple(attns) if attns else None,
-                  "hidden_states": tuple(states) if states else None}
+                  "hidden_states": tuple(states) if states else None,
+                  "local_lengths": torch.stack(local_lengths, 1) if local_lengths else None}
         return self.classify(hidden), record
+
+    def _soft_step(self, p, m, delta, l: int, cls_probe, sharpness: float):
+        """One soft removal: CP scores p (B, L), cumulative mask m (B, L), threshold delta (B, 1) ->
+        (new m, log keep-mask e (B, L))."""
+        e = soft_removal(self._probe(p, l, cls_probe), delta, sharpness, self.config.soft_beta) * m
+        return torch.where(m > 1e-6, m * torch.exp(e), m), e
 
     def _forward_drop(self, hidden, attention_mask, eta, cls_probe, output_attentions, output_token_masks=False,
                       output_hidden_states=False):

@@ -39,7 +39,7 @@ from transformers import (
 from . import data as D
 from .evaluation import evaluate_features
 from .inference import example_accuracy, forward_batches, load_classifier, load_features, predict_logits
-from .losses import HARD_SHARPNESS, cp_kl_loss, sharpness_for_epoch, sharpness_for_step
+from .losses import HARD_SHARPNESS, classification_loss, cp_kl_loss, sharpness_for_epoch, sharpness_for_step
 from .modeling import AdapLeRForSequenceClassification
 from .saliency import gradient_x_input
 
@@ -388,6 +388,22 @@ def load_saliency(path: str, features: list[dict]) -> None:
 
 # ---------------------------------------------------------------- AdapLeR training
 
+def attach_teacher_logits(teacher: str, features: list[dict], cache: Path, acc: Accelerator) -> None:
+    """Give every feature the unpruned ``teacher``'s logits (an AdapLeR folder counts without its CPs),
+    computed once per run and kept in ``cache`` so that a resumed run does not compute them again."""
+    if not cache.exists():
+        def compute():
+            model = load_classifier(teacher).eval()
+            logits = predict_logits(model, features, batch_size=16, bf16=acc.mixed_precision == "bf16")
+            save_file({saliency_key(f): row.contiguous() for f, row in zip(features, logits)}, str(cache),
+                      metadata={"teacher": teacher})
+        _on_main(acc, compute)
+        acc.wait_for_everyone()
+    table = load_file(str(cache))
+    for f in features:
+        f["teacher_logits"] = table[saliency_key(f)]
+
+
 @dataclass(kw_only=True)
 class TrainArgs(_RunArgs):
     init_model: str  # fine-tuned BERT classifier (or an AdapLeR checkpoint) to start from
@@ -401,30 +417,48 @@ class TrainArgs(_RunArgs):
     max_drop: float = 0.01  # selection: fastest epoch whose val accuracy >= baseline - max_drop
     baseline: str | None = None  # selection reference; None = init_model without pruning
     anneal: str = "epoch"  # sharpness schedule: "epoch" (reference), "step" (geometric 10 -> 1e5) or "hard"
+    distill: float = 0.0  # weight of KL(teacher || student) in the classification loss; 0 = AdapLeR as published
+    teacher: str | None = None  # unpruned teacher for --distill; None = --baseline, else --init-model unpruned
+    eta_grad: str = "full"  # "full": eta's exact gradient in its own pass; "local": one backward (adapler_backward)
 
 
 def adapler_backward(model, raw, batch: dict, sharpness: float, gamma: float, phi: float,
-                     backward=None, autocast=contextlib.nullcontext) -> float:
+                     backward=None, autocast=contextlib.nullcontext, eta_grad: str = "full",
+                     distill: float = 0.0) -> float:
     """Forward and backward of one AdapLeR training batch (no optimiser step); returns the CE loss.
 
+    "CE" is ``classification_loss``: plain cross-entropy, or with ``distill`` > 0 mixed with the KL
+    to ``teacher_logits`` (then a key of ``batch``, popped here like ``labels`` and ``saliency``).
+
     BERT and the CPs learn from ``CE + gamma * KL(saliency || CP)``; the thresholds ``eta`` (and the
-    [CLS]-share probe) learn from ``CE + phi * length`` only, so they get their own gradient pass
-    (``torch.autograd.grad``, activation gradients only). ``model`` may be wrapped (accelerate/DDP),
-    ``raw`` is the unwrapped model; ``batch`` holds ``labels`` and ``saliency`` (popped here).
+    [CLS]-share probe) learn from ``CE + phi * length`` only. ``eta_grad="full"`` gives them their own
+    gradient pass (``torch.autograd.grad``, activation gradients only): the exact gradient, through the
+    encoder too. ``"local"`` folds everything into one backward: the length term is taken from
+    ``local_lengths`` (CP logits detached), so BERT and the CPs still get no gradient from it and
+    ``eta`` gets the exact CE gradient but the length gradient only along the threshold recurrence
+    (not through the changed hidden states of later layers); it saves that second pass.
+    ``model`` may be wrapped (accelerate/DDP), ``raw`` is the unwrapped model; ``batch`` holds
+    ``labels`` and ``saliency`` (popped here).
     """
+    if eta_grad not in ("full", "local"):
+        raise D.DataError(f"--eta-grad must be 'full' or 'local', got {eta_grad!r}")
     backward = backward or (lambda loss: loss.backward())
-    labels, sal = batch.pop("labels"), batch.pop("saliency")
+    labels, sal, teacher = batch.pop("labels"), batch.pop("saliency"), batch.pop("teacher_logits", None)
     probe = torch.ones_like(raw.theta, requires_grad=True) if raw.theta is not None else None
     with autocast():
         out = model(**batch, mode="soft", sharpness=sharpness, cls_probe=probe)
-    ce = torch.nn.functional.cross_entropy(out.logits.float(), labels)
-    length = out.layer_lengths.sum(1).mean()
-    leaves = [raw.eta] + ([probe] if probe is not None else [])
-    grads = torch.autograd.grad(ce + phi * length, leaves, retain_graph=True)
+    ce = classification_loss(out.logits, labels, teacher, distill)
     theta = raw.theta.detach() if raw.theta is not None else None
     kl = cp_kl_loss(out.cp_scores, sal, batch["attention_mask"], raw.eta.detach(), sharpness, theta,
                     raw.config.soft_beta)
-    backward(ce + gamma * kl)
+    if eta_grad == "local":
+        backward(ce + gamma * kl + phi * out.local_lengths.sum(1).mean())
+        grads = [raw.eta.grad] + ([probe.grad] if probe is not None else [])
+    else:
+        length = out.layer_lengths.sum(1).mean()
+        leaves = [raw.eta] + ([probe] if probe is not None else [])
+        grads = torch.autograd.grad(ce + phi * length, leaves, retain_graph=True)
+        backward(ce + gamma * kl)
     raw.eta.grad = grads[0]
     if probe is not None:
         raw.theta.grad = grads[1] / (raw.theta.detach() + 1e-7)
@@ -453,7 +487,8 @@ class _AdapLeRLoop(_Loop):
             lam = 1000.0 if self.state.global_step == 0 else sharpness_for_epoch(epoch, self.args.epochs)
         self.model.train()
         ce = adapler_backward(self.model, raw, batch, lam, self.gamma, self.phi,
-                              backward=self.acc.backward, autocast=self.acc.autocast)
+                              backward=self.acc.backward, autocast=self.acc.autocast, eta_grad=self.args.eta_grad,
+                              distill=self.args.distill)
         for p in self.threshold_params:  # outside DDP (train_adapler): average their own-pass gradients
             p.grad = self.acc.reduce(p.grad, "mean")
         main_params = [p for n, p in raw.named_parameters() if n not in ("eta", "theta")]
@@ -489,6 +524,8 @@ def train_adapler(args: TrainArgs) -> dict:
     """Train CPs and thresholds (and fine-tune BERT) with CE + gamma*KL and the phi*length objective."""
     if args.anneal not in ("epoch", "step", "hard"):
         raise D.DataError(f"--anneal must be 'epoch', 'step' or 'hard', got {args.anneal!r}")
+    if args.eta_grad not in ("full", "local"):
+        raise D.DataError(f"--eta-grad must be 'full' or 'local', got {args.eta_grad!r}")
     source = args.source()
     set_seed(args.seed)
     out_dir = Path(args.output_dir)
@@ -501,6 +538,9 @@ def train_adapler(args: TrainArgs) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     fast_cpu_math()
     acc = make_accelerator(args.bf16)
+    if args.distill:
+        attach_teacher_logits(args.teacher or args.baseline or args.init_model, features,
+                              run_dir / "teacher_logits.safetensors", acc)
     model = AdapLeRForSequenceClassification.from_pretrained(
         args.init_model, attention_probs_dropout_prob=args.attention_dropout)
     model.config.adapler_dataset = source.describe()

@@ -10,7 +10,9 @@ forward+backward of a plain BERT classifier with the same weights:
 * an AdapLeR training step (soft path, CE + gamma*KL, eta's own gradient pass, both optimisers) at
   the start (sharpness 10) and the end (1e5) of the schedule, with flush-to-zero on, and at the end
   with denormals left on; and the part of that step that one backward of ``CE + gamma * KL`` costs (what
-  remains is eta's own gradient pass and the two optimisers).
+  remains is eta's own gradient pass and the two optimisers);
+* the AdapLeR step with ``--eta-grad local`` (one backward for everything) at the start and the end, and
+  how close its eta gradient comes to the exact one (cosine, relative difference) on the same batch.
 
     python benchmarks/training_speed.py [--model DIR] [--batch-size 8] [--length 512] [--threads 1] [--bf16]
 
@@ -115,12 +117,15 @@ def main() -> None:
             gradient_x_input(bare, inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"],
                              batch["labels"])
 
-    def adapler_step(sharpness: float, flush: bool):
+    def adapler_grads(sharpness: float, eta_grad: str):
+        model.train()
+        adapler_backward(model, model, {**inputs, "labels": batch["labels"], "saliency": saliency},
+                         sharpness, gamma=0.05, phi=0.005, autocast=autocast, eta_grad=eta_grad)
+
+    def adapler_step(sharpness: float, flush: bool, eta_grad: str = "full"):
         def run():
             torch.set_flush_denormal(flush)
-            model.train()
-            adapler_backward(model, model, {**inputs, "labels": batch["labels"], "saliency": saliency},
-                             sharpness, gamma=0.05, phi=0.005, autocast=autocast)
+            adapler_grads(sharpness, eta_grad)
             for o in (main_opt, eta_opt):
                 o.step()
                 o.zero_grad(set_to_none=True)
@@ -137,6 +142,13 @@ def main() -> None:
         (ce + 0.05 * kl).backward()
         model.zero_grad(set_to_none=True)
 
+    def eta_gradient(sharpness: float, eta_grad: str) -> torch.Tensor:
+        torch.manual_seed(0)  # same dropout masks for both modes
+        adapler_grads(sharpness, eta_grad)
+        grad = model.eta.grad.detach().clone()
+        model.zero_grad(set_to_none=True)
+        return grad
+
     stages = {
         "bare forward+backward": fwd_bwd(bare),
         "bare forward+backward, attention dropout 0.1": fwd_bwd(bare_dropout),
@@ -146,6 +158,8 @@ def main() -> None:
         "AdapLeR step, end of schedule (sharpness 1e5)": adapler_step(HARD_SHARPNESS, True),
         "AdapLeR step, end of schedule, denormals not flushed": adapler_step(HARD_SHARPNESS, False),
         "  of which: soft forward + one backward of CE + gamma*KL": adapler_single_pass,
+        "AdapLeR step --eta-grad local, start of schedule": adapler_step(10.0, True, "local"),
+        "AdapLeR step --eta-grad local, end of schedule": adapler_step(HARD_SHARPNESS, True, "local"),
     }
     torch.set_flush_denormal(True)
     for fn in stages.values():  # warm-up
@@ -162,6 +176,11 @@ def main() -> None:
     print("| stage | s per step | x bare forward+backward |\n|---|---|---|")
     for name, t in times.items():
         print(f"| {name} | {statistics.median(t):.2f} | {statistics.median(t) / base:.2f} |")
+    print("\n| sharpness | eta gradient, local vs full: cosine | relative difference |\n|---|---|---|")
+    for sharpness in (10.0, 1e3, HARD_SHARPNESS):
+        full, local = (eta_gradient(sharpness, mode) for mode in ("full", "local"))
+        cosine = torch.nn.functional.cosine_similarity(full, local, dim=0)
+        print(f"| {sharpness:g} | {cosine:.4f} | {(local - full).norm() / full.norm():.4f} |")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 from adapler import AdapLeRForSequenceClassification, training
@@ -143,6 +143,35 @@ def test_hard_continuation_keeps_frozen_thresholds(pipeline, data_dir, tmp_path,
     before, after = load_file(out / "adapler" / "model.safetensors"), load_file(tmp_path / "hard" / "model.safetensors")
     assert torch.equal(before["eta"], after["eta"])
     assert not torch.allclose(before["cps.0.dense.weight"].float(), after["cps.0.dense.weight"].float())
+
+
+def test_distillation_follows_the_teachers_logits_computed_once(pipeline, data_dir, tmp_path, monkeypatch):
+    """``--distill`` with ``--eta-grad local``: the unpruned teacher's logits are computed once, kept in the
+    run folder (a resumed run reads them back) and reach every training step with their example."""
+    out, _ = pipeline
+    seen, real = [], training.adapler_backward
+    monkeypatch.setattr(training, "adapler_backward",
+                        lambda *a, **k: seen.append((a[2]["teacher_logits"].clone(), k)) or real(*a, **k))
+    run = ["train", "--task", "sst2", "--data-dir", str(data_dir), "--init-model", str(out / "adapler"),
+           "--saliency", str(out / "sal.safetensors"), "--teacher", str(out / "ft"), "--distill", "0.5",
+           "--eta-grad", "local", "--limit", "32", "--eval-limit", "8", "--epochs", "1", "--batch-size", "16",
+           "--output-dir", str(tmp_path / "kd")]
+    assert main(run) == 0
+    assert len(seen) == 2 and all(k["distill"] == 0.5 and k["eta_grad"] == "local" for _, k in seen)
+    cached = load_file(tmp_path / "kd" / "run" / "teacher_logits.safetensors")
+    features = D.load_examples("sst2", "train", data_dir, limit=32)
+    assert len(cached) == 32
+    teacher = BertForSequenceClassification.from_pretrained(out / "ft").eval()
+    tok = AutoTokenizer.from_pretrained(out / "ft")
+    with torch.no_grad():
+        first = teacher(**tok(features[0]["text"], return_tensors="pt")).logits[0]
+    assert any(torch.allclose(row, first, atol=1e-4) for row in cached.values())
+    assert any(torch.allclose(row, first, atol=1e-4) for logits, _ in seen for row in logits)
+    bad = dict(cached, **{k: v + 100.0 for k, v in cached.items()})  # a resumed run must read the cache
+    save_file(bad, str(tmp_path / "kd" / "run" / "teacher_logits.safetensors"))
+    seen.clear()
+    assert main([*run[:-1], str(tmp_path / "kd2"), "--run-dir", str(tmp_path / "kd" / "run"), "--epochs", "2"]) == 0
+    assert seen and all(logits.abs().min() > 50 for logits, _ in seen)
 
 
 def test_resume_gives_the_same_weights(pipeline, tmp_path):

@@ -66,6 +66,57 @@ def test_adapler_backward_gives_eta_its_own_objective():
     torch.testing.assert_close(model.eta.grad, eta_no_phi)  # the KL term never reaches eta
 
 
+def _grads_of(model, batch, eta_grad, phi, distill=0.0):
+    model.zero_grad()
+    torch.manual_seed(1)  # same dropout masks in every call
+    adapler_backward(model, model, dict(batch), 100.0, gamma=0.5, phi=phi, eta_grad=eta_grad, distill=distill)
+    return (model.eta.grad.clone(), model.theta.grad.clone(),
+            {n: p.grad.clone() for n, p in model.named_parameters() if n not in ("eta", "theta")})
+
+
+def test_local_eta_gradient_is_one_backward_with_the_same_bert_gradients():
+    """``eta_grad="local"``: BERT and the CPs get exactly the full mode's gradients (no length term); eta
+    and the [CLS] probe the same CE gradient; the length term still reaches eta, along the recurrence."""
+    torch.manual_seed(0)
+    model = AdapLeRForSequenceClassification(tiny_config(attention_probs_dropout_prob=0.0)).train()
+    model.eta.data = torch.tensor([0.6, 0.8, 0.9])
+    ids, mask = _batch()
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 1]),
+             "saliency": torch.rand(ids.shape) * mask}
+    with torch.no_grad():  # the local lengths are the layer lengths; only their gradient differs
+        out = model(input_ids=ids, attention_mask=mask, mode="soft", sharpness=100.0)
+    torch.testing.assert_close(out.local_lengths, out.layer_lengths)
+    full_eta, full_theta, full_rest = _grads_of(model, batch, "full", phi=0.3)
+    local_eta, local_theta, local_rest = _grads_of(model, batch, "local", phi=0.3)
+    for name, grad in full_rest.items():
+        torch.testing.assert_close(local_rest[name], grad, msg=name)
+    ce_only = _grads_of(model, batch, "full", phi=0.0)
+    torch.testing.assert_close(_grads_of(model, batch, "local", phi=0.0)[:2], ce_only[:2])
+    assert not torch.allclose(local_eta, ce_only[0])  # the length term reaches eta
+    assert torch.nn.functional.cosine_similarity(local_eta - ce_only[0], full_eta - ce_only[0], dim=0) > 0.5
+    assert local_theta.shape == full_theta.shape
+
+
+def test_distillation_changes_only_the_classification_loss():
+    """``distill`` mixes KL(teacher || student) into CE: with the student's own logits as the teacher the KL
+    is 0 (only the CE weight changes); with another teacher the gradients change."""
+    torch.manual_seed(0)
+    model = AdapLeRForSequenceClassification(tiny_config(attention_probs_dropout_prob=0.0)).train()
+    model.eta.data = torch.tensor([0.6, 0.8, 0.9])
+    ids, mask = _batch()
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 1]),
+             "saliency": torch.rand(ids.shape) * mask}
+    torch.manual_seed(1)
+    with torch.no_grad():
+        own = model(input_ids=ids, attention_mask=mask, mode="soft", sharpness=100.0).logits
+    plain = _grads_of(model, batch, "full", phi=0.0)
+    half_self = _grads_of(model, {**batch, "teacher_logits": own}, "full", phi=0.0, distill=0.5)
+    for name in ("classifier.weight", "bert.encoder.layer.1.output.dense.weight"):
+        torch.testing.assert_close(half_self[2][name], 0.5 * plain[2][name])  # the KL's gradient is 0 here
+    other = _grads_of(model, {**batch, "teacher_logits": torch.tensor([[3.0, -3.0]] * 3)}, "full", 0.0, 0.5)
+    assert not torch.allclose(other[2]["classifier.weight"], half_self[2]["classifier.weight"])
+
+
 def test_finetune_can_start_from_an_adapler_folder(tmp_path):
     torch.manual_seed(0)
     model = AdapLeRForSequenceClassification(tiny_config())
