@@ -27,6 +27,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list, set_seed
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import (
@@ -399,6 +400,11 @@ def attach_teacher_logits(teacher: str, features: list[dict], cache: Path, acc: 
                       metadata={"teacher": teacher})
         _on_main(acc, compute)
         acc.wait_for_everyone()
+    with safe_open(str(cache), "pt") as handle:
+        made_by = (handle.metadata() or {}).get("teacher")
+    if made_by != teacher:
+        raise D.DataError(f"{cache} holds the logits of teacher {made_by!r}, not of {teacher!r}: "
+                          "use another --run-dir or delete that file")
     table = load_file(str(cache))
     for f in features:
         f["teacher_logits"] = table[saliency_key(f)]

@@ -168,10 +168,12 @@ def test_distillation_follows_the_teachers_logits_computed_once(pipeline, data_d
     assert any(torch.allclose(row, first, atol=1e-4) for row in cached.values())
     assert any(torch.allclose(row, first, atol=1e-4) for logits, _ in seen for row in logits)
     bad = dict(cached, **{k: v + 100.0 for k, v in cached.items()})  # a resumed run must read the cache
-    save_file(bad, str(tmp_path / "kd" / "run" / "teacher_logits.safetensors"))
+    save_file(bad, str(tmp_path / "kd" / "run" / "teacher_logits.safetensors"), metadata={"teacher": str(out / "ft")})
     seen.clear()
     assert main([*run[:-1], str(tmp_path / "kd2"), "--run-dir", str(tmp_path / "kd" / "run"), "--epochs", "2"]) == 0
     assert seen and all(logits.abs().min() > 50 for logits, _ in seen)
+    other = [a if a != str(out / "ft") else str(out / "adapler") for a in run]  # another teacher, same run folder
+    assert main([*other[:-1], str(tmp_path / "kd3"), "--run-dir", str(tmp_path / "kd" / "run"), "--epochs", "3"]) == 2
 
 
 def test_resume_gives_the_same_weights(pipeline, tmp_path):
