@@ -425,11 +425,11 @@ class TrainArgs(_RunArgs):
     anneal: str = "epoch"  # sharpness schedule: "epoch" (reference), "step" (geometric 10 -> 1e5) or "hard"
     distill: float = 0.0  # weight of KL(teacher || student) in the classification loss; 0 = AdapLeR as published
     teacher: str | None = None  # unpruned teacher for --distill; None = --baseline, else --init-model unpruned
-    eta_grad: str = "full"  # "full": eta's exact gradient in its own pass; "local": one backward (adapler_backward)
+    eta_grad: str = "local"  # "local": one backward; "full": eta's exact gradient in its own pass (adapler_backward)
 
 
 def adapler_backward(model, raw, batch: dict, sharpness: float, gamma: float, phi: float,
-                     backward=None, autocast=contextlib.nullcontext, eta_grad: str = "full",
+                     backward=None, autocast=contextlib.nullcontext, eta_grad: str = "local",
                      distill: float = 0.0) -> float:
     """Forward and backward of one AdapLeR training batch (no optimiser step); returns the CE loss.
 
@@ -439,7 +439,7 @@ def adapler_backward(model, raw, batch: dict, sharpness: float, gamma: float, ph
     BERT and the CPs learn from ``CE + gamma * KL(saliency || CP)``; the thresholds ``eta`` (and the
     [CLS]-share probe) learn from ``CE + phi * length`` only. ``eta_grad="full"`` gives them their own
     gradient pass (``torch.autograd.grad``, activation gradients only): the exact gradient, through the
-    encoder too. ``"local"`` folds everything into one backward: the length term is taken from
+    encoder too. ``"local"`` (the default) folds everything into one backward: the length term is taken from
     ``local_lengths`` (CP logits detached), so BERT and the CPs still get no gradient from it and
     ``eta`` gets the exact CE gradient but the length gradient only along the threshold recurrence
     (not through the changed hidden states of later layers); it saves that second pass.

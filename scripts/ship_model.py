@@ -137,7 +137,8 @@ Labels: {", ".join(f"{i} = {n}" for i, n in enumerate(spec.labels))}.
 ```
 Fine-tuning: best epoch {ft_log['best_epoch']} of {len(ft_log['history'])}, validation accuracy
 {max(r['val_accuracy'] for r in ft_log['history']):.4f}. AdapLeR training: gamma {train_log['gamma']},
-phi {train_log['phi']}, lr {args['lr']}, CP lr {args['cp_lr']}, eta lr {args['eta_lr']}, batch
+phi {train_log['phi']}, lr {args['lr']}, CP lr {args['cp_lr']}, eta lr {args['eta_lr']} (threshold gradient
+{args.get('eta_grad', 'full')}, distillation weight {args.get('distill', 0.0)}), batch
 {args['batch_size']}, {args['epochs']} epochs on {args['limit'] or 'all'} training examples, started from the
 fine-tuned checkpoint. Selection (docs/method.md §4.5): the fastest epoch whose validation accuracy is within
 {args['max_drop']} of the baseline's {train_log['baseline_val_accuracy']:.4f}
