@@ -66,6 +66,16 @@ def test_adapler_backward_gives_eta_its_own_objective():
     torch.testing.assert_close(model.eta.grad, eta_no_phi)  # the KL term never reaches eta
 
 
+def _training_setup():
+    """A tiny model in train mode with thresholds that prune, and one batch with labels and saliency."""
+    torch.manual_seed(0)
+    model = AdapLeRForSequenceClassification(tiny_config(attention_probs_dropout_prob=0.0)).train()
+    model.eta.data = torch.tensor([0.6, 0.8, 0.9])
+    ids, mask = _batch()
+    return model, {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 1]),
+                   "saliency": torch.rand(ids.shape) * mask}
+
+
 def _grads_of(model, batch, eta_grad, phi, distill=0.0):
     model.zero_grad()
     torch.manual_seed(1)  # same dropout masks in every call
@@ -77,12 +87,8 @@ def _grads_of(model, batch, eta_grad, phi, distill=0.0):
 def test_local_eta_gradient_is_one_backward_with_the_same_bert_gradients():
     """``eta_grad="local"``: BERT and the CPs get exactly the full mode's gradients (no length term); eta
     and the [CLS] probe the same CE gradient; the length term still reaches eta, along the recurrence."""
-    torch.manual_seed(0)
-    model = AdapLeRForSequenceClassification(tiny_config(attention_probs_dropout_prob=0.0)).train()
-    model.eta.data = torch.tensor([0.6, 0.8, 0.9])
-    ids, mask = _batch()
-    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 1]),
-             "saliency": torch.rand(ids.shape) * mask}
+    model, batch = _training_setup()
+    ids, mask = batch["input_ids"], batch["attention_mask"]
     with torch.no_grad():  # the local lengths are the layer lengths; only their gradient differs
         out = model(input_ids=ids, attention_mask=mask, mode="soft", sharpness=100.0)
     torch.testing.assert_close(out.local_lengths, out.layer_lengths)
@@ -100,12 +106,8 @@ def test_local_eta_gradient_is_one_backward_with_the_same_bert_gradients():
 def test_distillation_changes_only_the_classification_loss():
     """``distill`` mixes KL(teacher || student) into CE: with the student's own logits as the teacher the KL
     is 0 (only the CE weight changes); with another teacher the gradients change."""
-    torch.manual_seed(0)
-    model = AdapLeRForSequenceClassification(tiny_config(attention_probs_dropout_prob=0.0)).train()
-    model.eta.data = torch.tensor([0.6, 0.8, 0.9])
-    ids, mask = _batch()
-    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 1]),
-             "saliency": torch.rand(ids.shape) * mask}
+    model, batch = _training_setup()
+    ids, mask = batch["input_ids"], batch["attention_mask"]
     torch.manual_seed(1)
     with torch.no_grad():
         own = model(input_ids=ids, attention_mask=mask, mode="soft", sharpness=100.0).logits
